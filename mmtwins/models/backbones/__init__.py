@@ -1,0 +1,3 @@
+"""backbones of mmtwins."""
+
+__all__: list = []

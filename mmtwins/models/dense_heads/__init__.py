@@ -1,0 +1,3 @@
+"""dense_heads of mmtwins."""
+
+__all__: list = []

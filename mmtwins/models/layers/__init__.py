@@ -1,0 +1,3 @@
+"""layers of mmtwins."""
+
+__all__: list = []

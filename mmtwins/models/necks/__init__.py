@@ -1,0 +1,3 @@
+"""necks of mmtwins."""
+
+__all__: list = []
