@@ -1,3 +1,4 @@
-"""backbones of mmtwins."""
+"""Backbones of mmtwins."""
+from .twins import TwinsPCPVT, TwinsSVT
 
-__all__: list = []
+__all__ = ['TwinsPCPVT', 'TwinsSVT']

@@ -1,0 +1,63 @@
+"""Timing and peak-memory helpers shared by the benchmark scripts.
+
+Peak memory is the largest amount of tensor memory allocated *on top of*
+what was live when the measured call started (parameters, inputs):
+
+* CUDA: ``torch.cuda.max_memory_allocated`` after a reset.
+* CPU: PyTorch's profiler records every tensor allocation and free with its
+  size and time (``profile_memory=True``); replaying them in time order gives
+  the exact allocation high-water mark of the call, independent of the
+  system allocator's caching.
+"""
+import statistics
+import time
+from typing import Callable, List
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one call (device synchronised)."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Bytes allocated by ``fn`` at its high-water mark (module docstring)."""
+    if device.type == 'cuda':
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == '[memory]'
+              and e.device_type() == torch.autograd.DeviceType.CPU]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def pick_device(name: str) -> torch.device:
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(name)
