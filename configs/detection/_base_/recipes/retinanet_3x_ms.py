@@ -1,0 +1,16 @@
+# Primitive: COCO box data with multi-scale + crop training on the shared 3x
+# schedule: the recipe of the Twins RetinaNet 3x rows (official
+# retinanet_*_fpn_3x_ms_coco.py).
+_base_ = [
+    'mmdet::_base_/datasets/coco_detection.py',
+    './schedule_3x_ms.py',
+]
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomFlip', prob=0.5),
+    {{_base_.ms_crop_aug}},
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

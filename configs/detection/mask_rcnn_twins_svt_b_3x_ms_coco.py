@@ -1,0 +1,11 @@
+# Twins-SVT-B Mask R-CNN, 3x, multi-scale, Swin setting (Twins Table 4).
+_base_ = [
+    './_base_/models/mask_rcnn_twins_svt.py',
+    './_base_/recipes/mask_rcnn_3x_ms_swin_setting.py',
+]
+
+model = dict(
+    backbone=dict(
+        arch='base',
+        init_cfg=dict(checkpoint='https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vt3p-weights/twins_svt_base-c2265010.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,4 @@
+# ResNet-101 RetinaNet, 3x multi-scale (Twins Table 3 baseline row;
+# mmdet's 3x recipe: SGD, shorter side 640..800).
+# Thin config: the upstream mmdet config, unchanged.
+_base_ = 'mmdet::retinanet/retinanet_r101_fpn_ms-640-800-3x_coco.py'

@@ -1,0 +1,8 @@
+# SASA ResNet-50 RetinaNet, "Full Attention" backbone with attention in the
+# FPN and heads, 1x (SASA Table 2). No public weights: trains from scratch.
+_base_ = [
+    './_base_/models/retinanet_sasa_r50_attnhead.py',
+    './_base_/recipes/retinanet_sasa_1x.py',
+]
+
+model = dict(backbone=dict(stem='attention'))

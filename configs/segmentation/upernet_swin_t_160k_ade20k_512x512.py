@@ -1,0 +1,3 @@
+# Swin-T UperNet, 160k (Twins Table 2 baseline row).
+# Thin config: the upstream mmseg config, unchanged.
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
