@@ -8,10 +8,13 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT
-from mmtwins.utils.ckpt_convert import (CheckpointFormatError,
-                                        convert_checkpoint, detect_format,
-                                        mmpretrain_to_official,
-                                        official_to_mmseg)
+from mmtwins.utils.ckpt_convert import (
+    CheckpointFormatError,
+    convert_checkpoint,
+    detect_format,
+    mmpretrain_to_official,
+    official_to_mmseg,
+)
 from mmtwins.utils.pretrained import load_twins_pretrained
 
 TINY = dict(
@@ -38,7 +41,8 @@ def to_mmpretrain(state):
     """Official -> mmpretrain 1.x names (classification layout)."""
     out = {}
     for k, v in state.items():
-        k = k.replace('blocks.', 'stages.').replace('mlp.fc1', 'ffn.layers.0.0')
+        k = k.replace('blocks.', 'stages.')
+        k = k.replace('mlp.fc1', 'ffn.layers.0.0')
         k = k.replace('mlp.fc2', 'ffn.layers.1').replace('.proj.0.', '.proj.')
         k = k.replace('pos_block.', 'position_encodings.')
         if k.startswith('patch_embeds'):
@@ -129,7 +133,8 @@ def test_unknown_keys_are_refused():
     with pytest.raises(CheckpointFormatError,
                        match=r'unknown keys .*blocks\.0\.0\.attn\.rel_pos'):
         convert_checkpoint({'blocks.0.0.attn.rel_pos.weight': torch.zeros(1)})
-    with pytest.raises(CheckpointFormatError, match='unknown keys for a mmseg'):
+    with pytest.raises(CheckpointFormatError,
+                       match='unknown keys for a mmseg'):
         convert_checkpoint({'layers.0.0.mystery.weight': torch.zeros(1)})
     with pytest.raises(CheckpointFormatError, match='not a Twins backbone'):
         detect_format({'conv1.weight': torch.zeros(1)})
@@ -167,7 +172,8 @@ def test_converter_cli(tmp_path, repo_root):
     run = subprocess.run([sys.executable, tool, src, dst],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert 'mmseg layout' in run.stdout and 'backbone.norm.weight' in run.stdout
+    assert 'mmseg layout' in run.stdout
+    assert 'backbone.norm.weight' in run.stdout
     out = torch.load(dst, weights_only=True)['state_dict']
     assert out['decode_head.conv_seg.bias'].shape == (3, )
     model = TwinsSVT(TINY)

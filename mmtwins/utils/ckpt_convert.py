@@ -57,7 +57,8 @@ _OFFICIAL_KEY = re.compile(
     r'|blocks\.\d+\.\d+\.(norm1|norm2|mlp\.fc1|mlp\.fc2'
     r'|attn\.(q|kv|sr|norm|qkv|proj))'
     r'|norm_list\.\d+|norm|head)\.(weight|bias)$')
-_IN_PROJ = re.compile(r'layers\.(\d+)\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$')
+_IN_PROJ = re.compile(
+    r'layers\.(\d+)\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$')
 
 
 class CheckpointFormatError(ValueError):

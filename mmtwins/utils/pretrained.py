@@ -22,8 +22,14 @@ import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .ckpt_convert import (CheckpointFormatError, _named, drop_classifier,
-                           split_backbone, to_official, unwrap_state_dict)
+from .ckpt_convert import (
+    CheckpointFormatError,
+    _named,
+    drop_classifier,
+    split_backbone,
+    to_official,
+    unwrap_state_dict,
+)
 
 
 def load_twins_pretrained(model: nn.Module, filename: str,

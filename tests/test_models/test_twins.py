@@ -16,6 +16,7 @@ TINY = dict(
     mlp_ratios=[2, 2, 2, 2],
     sr_ratios=[8, 4, 2, 1])
 TINY_SVT = dict(TINY, window_sizes=[7, 7, 7, 7])
+TINY_ARCHS = [(TwinsPCPVT, TINY), (TwinsSVT, TINY_SVT)]
 
 # Official ImageNet classifier parameter counts (backbone + final LayerNorm
 # + 1000-class head); SVT counted without the dense-task norm_list.
@@ -58,7 +59,7 @@ def test_param_counts_match_official_classifiers(cls, arch):
     assert count == OFFICIAL_PARAMS[(cls, arch)]
 
 
-@pytest.mark.parametrize('cls,arch', [(TwinsPCPVT, TINY), (TwinsSVT, TINY_SVT)])
+@pytest.mark.parametrize('cls,arch', TINY_ARCHS)
 @pytest.mark.parametrize('size', list(SIZES.values()) + [(33, 47), (97, 65)])
 def test_tiny_arch_shapes_all_sizes(cls, arch, size):
     outs = cls(arch)(torch.rand(2, 3, *size))
@@ -81,7 +82,7 @@ def test_out_indices(out_indices):
     assert len(model.blocks) == wanted[-1] + 1
 
 
-@pytest.mark.parametrize('cls,arch', [(TwinsPCPVT, TINY), (TwinsSVT, TINY_SVT)])
+@pytest.mark.parametrize('cls,arch', TINY_ARCHS)
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_every_parameter_gets_a_gradient(cls, arch, with_cp):
     model = cls(arch, drop_path_rate=0.1, with_cp=with_cp)

@@ -3,9 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmtwins.models.layers import (GlobalSubsampledAttention,
-                                   LocallyGroupedAttention,
-                                   PositionEncodingGenerator)
+from mmtwins.models.layers import (
+    GlobalSubsampledAttention,
+    LocallyGroupedAttention,
+    PositionEncodingGenerator,
+)
 
 # (H, W) token maps for window 7: no padding, one side only, both sides.
 NO_PAD = [(14, 14), (7, 21)]
@@ -93,9 +95,9 @@ def test_lsa_mask_is_cached_per_size():
     attn = make_lsa('mask')
     x = torch.randn(1, 16 * 18, 32)
     attn(x, (16, 18))
-    mask = attn._masks[(16, 18, x.device)]
+    mask = attn._masks[(1, 16, 18, x.device)]
     attn(x, (16, 18))
-    assert attn._masks[(16, 18, x.device)] is mask
+    assert attn._masks[(1, 16, 18, x.device)] is mask
     assert 'masks' not in ''.join(attn.state_dict())
 
 

@@ -29,8 +29,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from bench_utils import (median, peak_memory, pick_device,  # noqa: E402
-                         time_once)
+from bench_utils import median, peak_memory, pick_device, time_once  # noqa: E402
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT  # noqa: E402
 from mmtwins.utils.ckpt_convert import mmseg_to_official  # noqa: E402

@@ -19,7 +19,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 from mmtwins.utils.ckpt_convert import (  # noqa: E402
-    FORMATS, CheckpointFormatError, convert_checkpoint)
+    FORMATS,
+    CheckpointFormatError,
+    convert_checkpoint,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -32,11 +32,15 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import (constant_init, normal_init,
-                                        trunc_normal_init)
+from mmengine.model.weight_init import (
+    constant_init,
+    normal_init,
+    trunc_normal_init,
+)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmtwins.registry import MODELS
+
 from ..layers.lsa import LSA_PAD_MODES
 from ..layers.peg import PositionEncodingGenerator
 from ..layers.twins_block import TwinsBlock

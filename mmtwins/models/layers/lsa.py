@@ -92,10 +92,10 @@ class LocallyGroupedAttention(nn.Module):
             return bool(pad_b and pad_r)
         return False
 
-    def _key_mask(self, h: int, w: int,
+    def _key_mask(self, b: int, h: int, w: int,
                   device: torch.device) -> torch.Tensor:
-        """Boolean (num_windows, 1, 1, ws*ws) mask, True for real tokens."""
-        key = (h, w, device)
+        """Boolean (B * windows, 1, 1, ws*ws) mask, True for real tokens."""
+        key = (b, h, w, device)
         mask = self._masks.get(key)
         if mask is None:
             ws = self.window_size
@@ -103,7 +103,10 @@ class LocallyGroupedAttention(nn.Module):
             rows = (torch.arange(nh * ws, device=device) < h).view(nh, ws)
             cols = (torch.arange(nw * ws, device=device) < w).view(nw, ws)
             mask = rows[:, None, :, None] & cols[None, :, None, :]
-            mask = mask.reshape(nh * nw, 1, 1, ws * ws)
+            mask = mask.reshape(1, nh * nw, 1, 1, ws * ws).expand(
+                b, -1, -1, -1, -1).reshape(b * nh * nw, 1, 1, ws * ws)
+            if len(self._masks) > 32:  # bound the cache (multi-scale)
+                self._masks.clear()
             self._masks[key] = mask
         return mask
 
@@ -133,13 +136,14 @@ class LocallyGroupedAttention(nn.Module):
                 qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         nh, nw, d = hp // ws, wp // ws, c // heads
-        # (B, nh, ws, nw, ws, 3, heads, d) -> (3, B, windows, heads, ws*ws, d)
+        # (B, nh, ws, nw, ws, 3, heads, d) -> (3, B*windows, heads, ws*ws, d):
+        # 4-D inputs keep SDPA on its fused kernels.
         qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, d)
         q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
-            3, b, nh * nw, heads, ws * ws, d).unbind(0)
+            3, b * nh * nw, heads, ws * ws, d).unbind(0)
         mask: Optional[torch.Tensor] = None
         if masked:
-            mask = self._key_mask(h, w, x.device)
+            mask = self._key_mask(b, h, w, x.device)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.attn_drop if self.training else 0.)
