@@ -85,7 +85,7 @@ def test_out_indices(out_indices):
 @pytest.mark.parametrize('cls,arch', TINY_ARCHS)
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_every_parameter_gets_a_gradient(cls, arch, with_cp):
-    model = cls(arch, drop_path_rate=0.1, with_cp=with_cp)
+    model = cls(arch, with_cp=with_cp)
     model.init_weights()
     outs = model(torch.rand(2, 3, 64, 96))
     sum(o.mean() for o in outs).backward()

@@ -221,6 +221,10 @@ class TwinsBackbone(BaseModule):
                 nn.LayerNorm(d, eps=norm_eps) for d in dims[:self.num_built]
             ])
         self.out_channels = [dims[i] for i in self.out_indices]
+        # Token maps viewed as NCHW have channels-last strides; with
+        # channels-last conv weights the convolutions read and write that
+        # layout directly instead of copying to and from NCHW.
+        self.to(memory_format=torch.channels_last)
         self._freeze_stages()
 
     @classmethod
