@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-missing=$("$PY" - <<'PYEOF'
+here=$(pwd)
+# Run the check from / so that the clone itself does not count as installed.
+missing=$(cd / && MMTWINS_ROOT="$here" "$PY" - <<'PYEOF'
 import importlib.metadata as md
 import importlib.util
 import os
@@ -41,7 +43,7 @@ for dist in ('ftfy', 'regex', 'pytest', 'ruff', 'pycocotools'):
     if not has(dist):
         out.append(dist)
 spec = importlib.util.find_spec('mmtwins')
-here = os.path.realpath('mmtwins')
+here = os.path.realpath(os.path.join(os.environ['MMTWINS_ROOT'], 'mmtwins'))
 if spec is None or os.path.realpath(os.path.dirname(spec.origin)) != here:
     out.append('mmtwins')
 print(' '.join(out))
