@@ -1,7 +1,5 @@
 """Checkpoint conversion and strict pretrained loading of Twins backbones."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -83,14 +81,13 @@ def test_official_checkpoint_loads_strictly(tmp_path, wrap):
 
 def test_init_cfg_through_mmengine_build(tmp_path):
     from mmdet.registry import MODELS
-    model = TwinsPCPVT(TINY)
-    state = official_classifier_state(model)
+    arch = {k: v for k, v in TINY.items() if k != 'window_sizes'}
+    state = official_classifier_state(TwinsPCPVT(arch))
     path = osp.join(tmp_path, 'pcpvt.pth')
     torch.save(state, path)
     built = MODELS.build(
-        dict(type='mmtwins.TwinsPCPVT', arch={
-            k: v for k, v in TINY.items() if k != 'window_sizes'
-        }, init_cfg=dict(type='Pretrained', checkpoint=path)))
+        dict(type='mmtwins.TwinsPCPVT', arch=arch,
+             init_cfg=dict(type='Pretrained', checkpoint=path)))
     built.init_weights()
     assert torch.equal(built.blocks[1][0].attn.q.weight,
                        state['blocks.1.0.attn.q.weight'])
@@ -158,7 +155,17 @@ def test_mmpretrain_dense_stage_norms_become_norm_list():
     assert {f'norm_list.{i}.weight' for i in range(4)} <= set(out)
 
 
-def test_converter_cli(tmp_path, repo_root):
+def run_cli(repo_root, *args):
+    """Run tools/model_converters/twins2mmtwins.py's main in-process."""
+    import importlib.util
+    path = osp.join(repo_root, 'tools/model_converters/twins2mmtwins.py')
+    spec = importlib.util.spec_from_file_location('twins2mmtwins', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(args))
+
+
+def test_converter_cli(tmp_path, repo_root, capsys):
     ref = TwinsSVT(TINY)
     state = official_classifier_state(ref)
     backbone = {k: v for k, v in state.items()
@@ -168,12 +175,9 @@ def test_converter_cli(tmp_path, repo_root):
     full['decode_head.conv_seg.bias'] = torch.zeros(3)
     src, dst = osp.join(tmp_path, 'in.pth'), osp.join(tmp_path, 'out.pth')
     torch.save({'state_dict': full, 'meta': {}}, src)
-    tool = osp.join(repo_root, 'tools/model_converters/twins2mmtwins.py')
-    run = subprocess.run([sys.executable, tool, src, dst],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert 'mmseg layout' in run.stdout
-    assert 'backbone.norm.weight' in run.stdout
+    assert run_cli(repo_root, src, dst) == 0
+    out = capsys.readouterr().out
+    assert 'mmseg layout' in out and 'backbone.norm.weight' in out
     out = torch.load(dst, weights_only=True)['state_dict']
     assert out['decode_head.conv_seg.bias'].shape == (3, )
     model = TwinsSVT(TINY)
@@ -183,11 +187,11 @@ def test_converter_cli(tmp_path, repo_root):
         assert torch.equal(model.state_dict()[k], v)
 
     torch.save({'layers.0.0.oops.weight': torch.zeros(1)}, src)
-    run = subprocess.run([sys.executable, tool, src, dst],
-                         capture_output=True, text=True)
-    assert run.returncode == 1
-    assert 'layers.0.0.oops.weight' in run.stderr
-    assert 'Traceback' not in run.stderr
+    assert run_cli(repo_root, src, dst) == 1
+    err = capsys.readouterr().err
+    assert 'layers.0.0.oops.weight' in err and len(err.splitlines()) == 1
+    assert run_cli(repo_root, osp.join(tmp_path, 'nope.pth'), dst) == 1
+    assert 'checkpoint not found' in capsys.readouterr().err
 
 
 def test_loader_logs_what_it_drops(tmp_path):
