@@ -1,0 +1,317 @@
+"""Exact k x k local self-attention of SASA, without k^2-fold copies.
+
+Stand-Alone Self-Attention (Ramachandran et al., NeurIPS 2019,
+arXiv 1906.05909) lets every pixel attend over the k x k neighbourhood
+centred on it, with logits ``q . k + q . r`` where ``r`` is a learned
+relative embedding of the row and column offsets. The public ports
+``unfold`` keys and values into ``(B, C, k*k, H, W)`` tensors, which costs
+k^2 = 49 times the memory of the feature map and makes SASA impractical at
+detection resolutions.
+
+:func:`sasa_attention` computes the same result by looping over the k^2
+offsets with shifted views of the unpadded keys and values. The only
+k^2-sized tensor is the attention-probability map ``(B, heads, k*k, H, W)``,
+which is ``head_dim`` times smaller than an unfolded key tensor. A custom
+autograd function keeps ``q``, ``k``, ``v`` and the probabilities and
+computes the gradients in the same offset loop, so no autograd graph over
+k^2 intermediate tensors is built. On CPU the loops run over row chunks
+that stay in cache, which is what makes the loop faster than ``unfold``.
+
+Borders are masked: neighbours outside the image get a ``-inf`` logit, so
+they take no part in the softmax (rather than being attended as the
+projection of zero padding). Every pixel always has itself as a neighbour,
+so no row of the softmax is empty.
+
+The positional logit of head ``h`` splits that head's query in two halves:
+the first half is dotted with the row-offset embedding and the second half
+with the column-offset embedding (the paper's concatenation ``r = [r_row,
+r_col]``, applied within each head, see :class:`SASAttention`).
+"""
+from typing import Iterator, List, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+# On CPU the offset loops run over chunks whose query slice holds about
+# this many elements; 2**18 fp32 values (1 MiB) per operand keeps a chunk's
+# queries, keys, values and logits close to the cache and the per-chunk
+# Python overhead small. Measured on a 2-core EPYC with
+# tools/analysis/benchmark_sasa.py; larger or smaller chunks were slower.
+_CPU_CHUNK_NUMEL = 2**18
+
+_Chunk = Tuple[slice, int, int]
+_Offset = Tuple[int, slice, slice, slice, slice]
+
+
+def _chunks(batch_heads: int, head_dim: int, height: int, width: int,
+            device: torch.device) -> List[_Chunk]:
+    """Split ``(batch * heads, rows)`` into blocks processed one at a time.
+
+    Returns:
+        list[tuple[slice, int, int]]: Slices over ``batch * heads`` and
+        half-open row ranges ``[row_start, row_end)``.
+    """
+    if device.type != 'cpu':
+        # GPU kernels are bandwidth-bound at any size; one chunk keeps the
+        # number of kernel launches at its minimum.
+        return [(slice(None), 0, height)]
+    row_numel = head_dim * width
+    if batch_heads * row_numel <= _CPU_CHUNK_NUMEL:
+        rows = max(1, _CPU_CHUNK_NUMEL // (batch_heads * row_numel))
+        return [(slice(None), start, min(height, start + rows))
+                for start in range(0, height, rows)]
+    group = max(1, _CPU_CHUNK_NUMEL // row_numel)
+    rows = max(1, _CPU_CHUNK_NUMEL // (group * row_numel))
+    return [(slice(first, min(batch_heads, first + group)), start,
+             min(height, start + rows))
+            for first in range(0, batch_heads, group)
+            for start in range(0, height, rows)]
+
+
+def _offsets(row_start: int, row_end: int, height: int, width: int,
+             kernel_size: int) -> Iterator[_Offset]:
+    """Yield the in-image part of every window offset for a row range.
+
+    For offset ``(dy, dx)`` the query pixels ``(i, j)`` whose neighbour
+    ``(i + dy, j + dx)`` lies inside the image form a rectangle; its rows
+    are clipped to ``[row_start, row_end)``.
+
+    Yields:
+        tuple: ``(index, query_rows, key_rows, query_cols, key_cols)``
+        where ``index = (dy + r) * k + (dx + r)`` and the row slices are
+        absolute (subtract ``row_start`` to index a chunk).
+    """
+    radius = kernel_size // 2
+    for dy in range(-radius, radius + 1):
+        first, last = max(row_start, -dy), min(row_end, height - dy)
+        if first >= last:
+            continue
+        q_rows, k_rows = slice(first, last), slice(first + dy, last + dy)
+        for dx in range(-radius, radius + 1):
+            if abs(dx) >= width:
+                continue
+            q_cols = slice(max(0, -dx), width - max(0, dx))
+            k_cols = slice(max(0, dx), width - max(0, -dx))
+            index = (dy + radius) * kernel_size + dx + radius
+            yield index, q_rows, k_rows, q_cols, k_cols
+
+
+def _shift_rows(rows: slice, start: int) -> slice:
+    """Express an absolute row slice relative to a chunk's first row."""
+    return slice(rows.start - start, rows.stop - start)
+
+
+class _SASAFunction(torch.autograd.Function):
+    """Autograd function of :func:`sasa_attention` (see the module doc)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, query: Tensor, key: Tensor, value: Tensor,
+                rel_h: Tensor, rel_w: Tensor) -> Tensor:
+        batch, heads, head_dim, height, width = query.shape
+        kernel_size = rel_h.shape[0]
+        half = head_dim // 2
+        batch_heads = batch * heads
+        q = query.reshape(batch_heads, head_dim, height, width)
+        k = key.reshape(batch_heads, head_dim, height, width)
+        v = value.reshape(batch_heads, head_dim, height, width)
+
+        # Positional logits: one value per row offset and per column offset,
+        # broadcast to the k x k window inside the chunk loop.
+        pos_row = _positional_logits(query[:, :, :half], rel_h)
+        pos_col = _positional_logits(query[:, :, half:], rel_w)
+
+        probs = q.new_empty(batch_heads, kernel_size**2, height, width)
+        out = torch.zeros_like(q)
+        chunks = _chunks(batch_heads, head_dim, height, width, q.device)
+        scratch = q.new_empty(_max_chunk_numel(chunks, q))
+        for group, start, end in chunks:
+            logits = probs[group, :, start:end]
+            logits.fill_(float('-inf'))
+            for index, q_rows, k_rows, q_cols, k_cols in _offsets(
+                    start, end, height, width, kernel_size):
+                q_part = q[group, :, q_rows, q_cols]
+                product = torch.mul(
+                    q_part, k[group, :, k_rows, k_cols],
+                    out=scratch[:q_part.numel()].view(q_part.shape))
+                logits[:, index, _shift_rows(q_rows, start),
+                       q_cols] = product.sum(dim=1)
+            window = logits.unflatten(1, (kernel_size, kernel_size))
+            window.add_(pos_row[group, :, start:end].unsqueeze(2))
+            window.add_(pos_col[group, :, start:end].unsqueeze(1))
+            # In-place softmax over the window; -inf (outside) becomes 0.
+            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+            logits.div_(logits.sum(dim=1, keepdim=True))
+            for index, q_rows, k_rows, q_cols, k_cols in _offsets(
+                    start, end, height, width, kernel_size):
+                out[group, :, q_rows, q_cols].addcmul_(
+                    logits[:, index:index + 1,
+                           _shift_rows(q_rows, start), q_cols],
+                    v[group, :, k_rows, k_cols])
+
+        ctx.save_for_backward(query, key, value, rel_h, rel_w, probs)
+        return out.view(batch, heads, head_dim, height, width)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple:
+        query, key, value, rel_h, rel_w, probs = ctx.saved_tensors
+        batch, heads, head_dim, height, width = query.shape
+        kernel_size = rel_h.shape[0]
+        half = head_dim // 2
+        batch_heads = batch * heads
+        shape = (batch_heads, head_dim, height, width)
+        q, k, v = query.reshape(shape), key.reshape(shape), value.reshape(
+            shape)
+        g = grad_out.reshape(shape)
+        need_q, need_k, need_v, need_rh, need_rw = ctx.needs_input_grad
+        need_logits = need_q or need_k or need_rh or need_rw
+
+        grad_q = torch.zeros_like(q) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
+        grad_v = torch.zeros_like(v) if need_v else None
+        grad_pos_row = q.new_empty(batch_heads, kernel_size, height, width)
+        grad_pos_col = torch.empty_like(grad_pos_row)
+
+        chunks = _chunks(batch_heads, head_dim, height, width, q.device)
+        max_numel = _max_chunk_numel(chunks, q)
+        scratch = q.new_empty(max_numel)
+        logit_scratch = q.new_empty(max_numel // head_dim * kernel_size**2)
+        for group, start, end in chunks:
+            p = probs[group, :, start:end]
+            offsets = list(
+                _offsets(start, end, height, width, kernel_size))
+            if need_logits:
+                # d(loss)/d(probs) for every offset, then the softmax
+                # backward: dlogits = p * (dprobs - sum(p * dprobs)).
+                grad_logits = logit_scratch[:p.numel()].view(p.shape)
+                grad_logits.zero_()
+                for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                    g_part = g[group, :, q_rows, q_cols]
+                    product = torch.mul(
+                        g_part, v[group, :, k_rows, k_cols],
+                        out=scratch[:g_part.numel()].view(g_part.shape))
+                    grad_logits[:, index, _shift_rows(q_rows, start),
+                                q_cols] = product.sum(dim=1)
+                expected = (grad_logits * p).sum(dim=1, keepdim=True)
+                grad_logits.sub_(expected).mul_(p)
+                window = grad_logits.unflatten(1, (kernel_size, kernel_size))
+                torch.sum(window, dim=2, out=grad_pos_row[group, :,
+                                                          start:end])
+                torch.sum(window, dim=1, out=grad_pos_col[group, :,
+                                                          start:end])
+            for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                rows = _shift_rows(q_rows, start)
+                if need_logits:
+                    weight = grad_logits[:, index:index + 1, rows, q_cols]
+                    if need_q:
+                        grad_q[group, :, q_rows, q_cols].addcmul_(
+                            weight, k[group, :, k_rows, k_cols])
+                    if need_k:
+                        grad_k[group, :, k_rows, k_cols].addcmul_(
+                            weight, q[group, :, q_rows, q_cols])
+                if need_v:
+                    grad_v[group, :, k_rows, k_cols].addcmul_(
+                        p[:, index:index + 1, rows, q_cols],
+                        g[group, :, q_rows, q_cols])
+
+        # Back through the positional logits, as (k x pixels) matmuls.
+        flat = (batch, heads, kernel_size, height * width)
+        grad_pos_row = grad_pos_row.view(flat)
+        grad_pos_col = grad_pos_col.view(flat)
+        grad_rh = grad_rw = None
+        if need_q:
+            grad_q = grad_q.view_as(query)
+            for part, grad_pos, table in ((slice(None, half), grad_pos_row,
+                                           rel_h),
+                                          (slice(half, None), grad_pos_col,
+                                           rel_w)):
+                grad_q[:, :, part] += torch.matmul(
+                    table.permute(1, 2, 0), grad_pos).view(
+                        batch, heads, half, height, width)
+        if need_rh:
+            grad_rh = _table_grad(grad_pos_row, query[:, :, :half])
+        if need_rw:
+            grad_rw = _table_grad(grad_pos_col, query[:, :, half:])
+        grad_k = grad_k.view_as(key) if need_k else None
+        grad_v = grad_v.view_as(value) if need_v else None
+        return grad_q, grad_k, grad_v, grad_rh, grad_rw
+
+
+def _positional_logits(query_part: Tensor, table: Tensor) -> Tensor:
+    """``q_part . table[offset]`` for every pixel and offset.
+
+    Args:
+        query_part (Tensor): ``(B, heads, d / 2, H, W)`` half of the queries.
+        table (Tensor): ``(k, heads, d / 2)`` offset embeddings.
+
+    Returns:
+        Tensor: ``(B * heads, k, H, W)``.
+    """
+    batch, heads, half, height, width = query_part.shape
+    logits = torch.matmul(
+        table.transpose(0, 1),
+        query_part.reshape(batch, heads, half, height * width))
+    return logits.view(batch * heads, -1, height, width)
+
+
+def _table_grad(grad_pos: Tensor, query_part: Tensor) -> Tensor:
+    """Gradient of an offset table from ``(B, heads, k, H*W)`` logit grads.
+    """
+    batch, heads, half, height, width = query_part.shape
+    grad = torch.matmul(
+        grad_pos,
+        query_part.reshape(batch, heads, half, height * width).transpose(
+            -1, -2))  # (B, heads, k, d / 2)
+    return grad.sum(0).transpose(0, 1)
+
+
+def _max_chunk_numel(chunks: List[_Chunk], q: Tensor) -> int:
+    """Largest ``(group, head_dim, rows, width)`` slice among the chunks."""
+    return max(q[group, :, start:end].numel() for group, start, end in chunks)
+
+
+def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
+                   rel_w: Tensor) -> Tensor:
+    """SASA local attention over the k x k window centred on each pixel.
+
+    ``out[b, h, :, i, j] = sum_{(a, c) in window} softmax_{(a, c)}(
+    q[i, j] . k[a, c] + q[i, j, :d/2] . rel_h[a - i] + q[i, j, d/2:] .
+    rel_w[c - j]) v[a, c]``, where neighbours outside the image are left
+    out. Apply any logit scale to ``query`` beforehand.
+
+    Args:
+        query (Tensor): Queries of shape ``(B, heads, head_dim, H, W)``.
+        key (Tensor): Keys, same shape as ``query``.
+        value (Tensor): Values, same shape as ``query``.
+        rel_h (Tensor): Row-offset embeddings ``(k, heads, head_dim // 2)``;
+            row ``m`` belongs to offset ``m - k // 2``.
+        rel_w (Tensor): Column-offset embeddings, same shape as ``rel_h``.
+
+    Returns:
+        Tensor: The attention output, same shape as ``query``.
+    """
+    if query.dim() != 5:
+        raise ValueError('sasa_attention expects (B, heads, head_dim, H, W) '
+                         f'queries, got shape {tuple(query.shape)}')
+    if key.shape != query.shape or value.shape != query.shape:
+        raise ValueError(
+            'sasa_attention needs query, key and value of one shape, got '
+            f'{tuple(query.shape)}, {tuple(key.shape)}, '
+            f'{tuple(value.shape)}')
+    kernel_size = rel_h.shape[0]
+    _, heads, head_dim, _, _ = query.shape
+    expected = (kernel_size, heads, head_dim // 2)
+    if (head_dim % 2 or tuple(rel_h.shape) != expected
+            or tuple(rel_w.shape) != expected):
+        raise ValueError(
+            f'sasa_attention needs rel_h and rel_w of shape {expected} '
+            f'(even head_dim), got {tuple(rel_h.shape)} and '
+            f'{tuple(rel_w.shape)} for head_dim {head_dim}')
+    if kernel_size % 2 == 0:
+        raise ValueError(
+            f'sasa_attention needs an odd window, got {kernel_size}')
+    rel_h = rel_h.to(query.dtype)
+    rel_w = rel_w.to(query.dtype)
+    return _SASAFunction.apply(query.contiguous(), key.contiguous(),
+                               value.contiguous(), rel_h, rel_w)

@@ -1,0 +1,213 @@
+"""SASAttention: exactness against the unfold reference, locality, borders.
+"""
+import pytest
+import torch
+from sasa_reference import unfold_sasa_attention, unfold_sasa_layer
+
+from mmtwins.models.layers import SASAttention, sasa_ops
+from mmtwins.models.layers.sasa_ops import sasa_attention
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _single_thread():
+    """Run on one thread: these tensors are too small to gain from more,
+    and on a busy 2-core machine each parallel region waits for a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _inputs(layer, batch, height, width, dtype):
+    x = torch.randn(batch, layer.in_channels, height, width, dtype=dtype,
+                    requires_grad=True)
+    return x
+
+
+def _grads(out, x, layer, grad):
+    params = list(layer.parameters())
+    return torch.autograd.grad(out, [x, *params], grad)
+
+
+# (height, width, kernel_size, stride): odd and even sizes, windows that
+# overhang the image on several sides, and an image smaller than the window.
+CASES = [
+    (9, 11, 3, 1),
+    (9, 11, 3, 2),
+    (7, 13, 5, 1),
+    (7, 13, 5, 2),
+    (11, 10, 7, 1),
+    (11, 9, 7, 2),
+    (3, 2, 7, 1),
+    (5, 4, 7, 2),
+]
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10),
+                                       (torch.float32, 1e-5)])
+@pytest.mark.parametrize('height,width,kernel_size,stride', CASES)
+def test_layer_matches_unfold_reference(height, width, kernel_size, stride,
+                                        dtype, tol):
+    layer = SASAttention(8, 16, kernel_size, num_heads=4,
+                         stride=stride).to(dtype)
+    x = _inputs(layer, 2, height, width, dtype)
+    out = layer(x)
+    ref = unfold_sasa_layer(layer, x)
+    assert out.shape == ref.shape == (2, 16, -(-height // stride),
+                                      -(-width // stride))
+    assert (out - ref).abs().max() <= tol
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(_grads(out, x, layer, grad),
+                            _grads(ref, x, layer, grad)):
+        assert (ours - theirs).abs().max() <= tol
+
+
+@pytest.mark.parametrize('chunk_numel', [40, 300])
+def test_cpu_chunking_is_exact(monkeypatch, chunk_numel):
+    """Row chunks and batch*head groups give the same numbers."""
+    monkeypatch.setattr(sasa_ops, '_CPU_CHUNK_NUMEL', chunk_numel)
+    layer = SASAttention(4, 8, 5, num_heads=2).double()
+    x = _inputs(layer, 3, 9, 6, torch.float64)
+    out = layer(x)
+    ref = unfold_sasa_layer(layer, x)
+    assert (out - ref).abs().max() <= 1e-10
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(_grads(out, x, layer, grad),
+                            _grads(ref, x, layer, grad)):
+        assert (ours - theirs).abs().max() <= 1e-10
+
+
+def test_function_gradcheck():
+    shape = (1, 2, 2, 4, 3)
+    args = [torch.randn(shape, dtype=torch.float64, requires_grad=True)
+            for _ in range(3)]
+    args += [torch.randn(3, 2, 1, dtype=torch.float64, requires_grad=True)
+             for _ in range(2)]
+    assert torch.autograd.gradcheck(sasa_attention, args)
+    out = sasa_attention(*args)
+    assert torch.allclose(out, unfold_sasa_attention(*args), atol=1e-12)
+
+
+def test_only_requested_gradients_are_computed():
+    layer = SASAttention(4, 8, 3, num_heads=2).double()
+    x = torch.randn(1, 4, 6, 7, dtype=torch.float64)
+    layer.value_conv.weight.requires_grad_(False)
+    layer(x).sum().backward()
+    assert layer.value_conv.weight.grad is None
+    assert layer.query_conv.weight.grad is not None
+
+
+def test_gradients_reach_every_parameter():
+    layer = SASAttention(8, 16, 3, num_heads=4, stride=2)
+    x = torch.randn(2, 8, 7, 9, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    params = dict(layer.named_parameters())
+    assert set(params) == {'query_conv.weight', 'key_conv.weight',
+                           'value_conv.weight', 'rel_h', 'rel_w'}
+    for name, param in params.items():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('kernel_size', [3, 5])
+def test_locality(kernel_size):
+    """Only pixels within the window of p change p's output."""
+    layer = SASAttention(4, 8, kernel_size, num_heads=2).double()
+    x = torch.randn(1, 4, 12, 12, dtype=torch.float64)
+    i, j, radius = 6, 5, kernel_size // 2
+    with torch.no_grad():
+        out = layer(x)[0, :, i, j]
+        for di, dj, inside in ((radius + 1, 0, False), (0, -radius - 1,
+                                                        False),
+                               (radius, radius, True), (-radius, 0, True)):
+            moved = x.clone()
+            moved[0, :, i + di, j + dj] += 3.0
+            changed = not torch.equal(layer(moved)[0, :, i, j], out)
+            assert changed == inside, (di, dj)
+
+
+def test_translation_equivariance_away_from_borders():
+    layer = SASAttention(4, 8, 5, num_heads=2).double()
+    x = torch.randn(1, 4, 16, 18, dtype=torch.float64)
+    shifted = torch.roll(x, shifts=(3, 2), dims=(2, 3))
+    with torch.no_grad():
+        out, out_shifted = layer(x), layer(shifted)
+    # Pixels whose windows (radius 2) lie inside the image in both inputs.
+    assert torch.allclose(out_shifted[..., 5:14, 4:16],
+                          out[..., 2:11, 2:14], atol=1e-12)
+    # Next to the border the windows differ, so do the outputs.
+    assert not torch.allclose(out_shifted[..., 3, 4:16], out[..., 0, 2:14])
+
+
+def test_borders_are_masked_not_zero_padded():
+    """A constant image has constant values; masking keeps them exact.
+
+    Attending to zero-padded neighbours would pull border outputs towards
+    the value of a zero input.
+    """
+    layer = SASAttention(3, 8, 7, num_heads=2).double()
+    x = torch.ones(1, 3, 5, 6, dtype=torch.float64) * torch.tensor(
+        [1.0, -2.0, 0.5], dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = layer(x)
+        value = layer.value_conv(x)
+    assert torch.allclose(out, value, atol=1e-12)
+
+
+def test_stride_two_pools_after_attention():
+    layer = SASAttention(4, 8, 3, num_heads=2, stride=2).double()
+    x = torch.randn(1, 4, 7, 8, dtype=torch.float64)
+    with torch.no_grad():
+        dense = SASAttention(4, 8, 3, num_heads=2).double()
+        dense.load_state_dict(layer.state_dict())
+        expected = torch.nn.functional.avg_pool2d(
+            dense(x), 2, 2, ceil_mode=True)
+        out = layer(x)
+    assert out.shape == (1, 8, 4, 4)
+    assert torch.allclose(out, expected)
+    # The last, partial row of windows averages in-image pixels only.
+    assert torch.allclose(out[:, :, 3, 0],
+                          dense(x)[:, :, 6, 0:2].mean(-1))
+
+
+def test_scale_and_parameter_layout():
+    layer = SASAttention(16, 32, 7, num_heads=8)
+    assert layer.scale == pytest.approx(4**-0.5)
+    assert layer.rel_h.shape == layer.rel_w.shape == (7, 16)
+    assert SASAttention(16, 32, qk_scale=1.0).scale == 1.0
+    # Attention parameters do not depend on the window (SASA §3).
+    count = sum(p.numel() for p in layer.parameters())
+    assert count == 3 * 16 * 32 + 2 * 7 * 16
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(out_channels=30, num_heads=8), 'divisible by num_heads'),
+    (dict(out_channels=24, num_heads=8), 'must be even'),
+    (dict(kernel_size=4), 'positive odd'),
+    (dict(kernel_size=0), 'positive odd'),
+    (dict(kernel_size=-3), 'positive odd'),
+    (dict(stride=3), 'stride must be 1 or 2'),
+    (dict(num_heads=0), 'num_heads must be a positive int'),
+    (dict(in_channels=0), 'in_channels must be a positive int'),
+])
+def test_bad_arguments_raise(kwargs, message):
+    args = dict(in_channels=8, out_channels=32, kernel_size=3, num_heads=8)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        SASAttention(**args)
+
+
+def test_bad_input_raises():
+    layer = SASAttention(8, 16, 3, num_heads=2)
+    with pytest.raises(ValueError, match=r'expects \(B, 8, H, W\)'):
+        layer(torch.rand(1, 4, 5, 5))
+    with pytest.raises(ValueError, match='one shape'):
+        sasa_attention(torch.rand(1, 2, 4, 3, 3), torch.rand(1, 2, 4, 3, 4),
+                       torch.rand(1, 2, 4, 3, 3), torch.rand(3, 2, 2),
+                       torch.rand(3, 2, 2))
+    with pytest.raises(ValueError, match='odd window'):
+        shape = (1, 2, 4, 3, 3)
+        sasa_attention(torch.rand(shape), torch.rand(shape),
+                       torch.rand(shape), torch.rand(4, 2, 2),
+                       torch.rand(4, 2, 2))
