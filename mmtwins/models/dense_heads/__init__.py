@@ -1,3 +1,5 @@
 """dense_heads of mmtwins."""
 
-__all__: list = []
+from .sasa_retina_head import SASARetinaHead
+
+__all__ = ['SASARetinaHead']

@@ -1,3 +1,5 @@
 """necks of mmtwins."""
 
-__all__: list = []
+from .sasa_fpn import SASAFPN
+
+__all__ = ['SASAFPN']
