@@ -27,6 +27,7 @@ the first half is dotted with the row-offset embedding and the second half
 with the column-offset embedding (the paper's concatenation ``r = [r_row,
 r_col]``, applied within each head, see :class:`SASAttention`).
 """
+import math
 from typing import Iterator, List, Tuple
 
 import torch
@@ -121,12 +122,24 @@ class _SASAFunction(torch.autograd.Function):
         pos_row = _positional_logits(query[:, :, :half], rel_h)
         pos_col = _positional_logits(query[:, :, half:], rel_w)
 
-        probs = q.new_empty(batch_heads, kernel_size**2, height, width)
         out = torch.zeros_like(q)
         chunks = _chunks(batch_heads, head_dim, height, width, q.device)
-        scratch = q.new_empty(_max_chunk_numel(chunks, q))
+        max_numel = _max_chunk_numel(chunks, q)
+        scratch = q.new_empty(max_numel)
+        # The probabilities are kept for backward; without gradients one
+        # chunk's worth is reused.
+        keep = any(ctx.needs_input_grad)
+        if keep:
+            probs = q.new_empty(batch_heads, kernel_size**2, height, width)
+        else:
+            probs = q.new_empty(max_numel // head_dim * kernel_size**2)
         for group, start, end in chunks:
-            logits = probs[group, :, start:end]
+            if keep:
+                logits = probs[group, :, start:end]
+            else:
+                shape = q[group, :, start:end].shape
+                shape = (shape[0], kernel_size**2) + shape[2:]
+                logits = probs[:math.prod(shape)].view(shape)
             logits.fill_(float('-inf'))
             for index, q_rows, k_rows, q_cols, k_cols in _offsets(
                     start, end, height, width, kernel_size):
@@ -149,7 +162,8 @@ class _SASAFunction(torch.autograd.Function):
                            _shift_rows(q_rows, start), q_cols],
                     v[group, :, k_rows, k_cols])
 
-        ctx.save_for_backward(query, key, value, rel_h, rel_w, probs)
+        if keep:
+            ctx.save_for_backward(query, key, value, rel_h, rel_w, probs)
         return out.view(batch, heads, head_dim, height, width)
 
     @staticmethod
