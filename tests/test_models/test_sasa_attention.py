@@ -214,3 +214,19 @@ def test_bad_input_raises():
         sasa_attention(torch.rand(shape), torch.rand(shape),
                        torch.rand(shape), torch.rand(4, 2, 2),
                        torch.rand(4, 2, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_matches_reference(monkeypatch):
+    """The same layer on CUDA (one chunk for the whole map)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    layer = SASAttention(16, 32, 7, num_heads=8, stride=2).cuda()
+    x = torch.randn(2, 16, 23, 30, device='cuda', requires_grad=True)
+    out = layer(x)
+    ref = unfold_sasa_layer(layer, x)
+    assert (out - ref).abs().max() <= 1e-5
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(_grads(out, x, layer, grad),
+                            _grads(ref, x, layer, grad)):
+        assert (ours - theirs).abs().max() <= 1e-4
