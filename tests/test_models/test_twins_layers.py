@@ -7,6 +7,7 @@ from mmtwins.models.layers import (
     GlobalSubsampledAttention,
     LocallyGroupedAttention,
     PositionEncodingGenerator,
+    TwinsBlock,
 )
 
 # (H, W) token maps for window 7: no padding, one side only, both sides.
@@ -132,3 +133,26 @@ def test_lsa_rejects_bad_arguments():
         LocallyGroupedAttention(32, 4, pad_mode='reflect')
     with pytest.raises(ValueError, match='not divisible'):
         LocallyGroupedAttention(30, 4)
+
+
+@pytest.mark.parametrize('window_size', [1, 7])
+def test_block_lean_mlp_path_matches_plain_modules(window_size):
+    """The memory-lean norm2+MLP autograd function is exact (float64)."""
+    block = TwinsBlock(32, 4, 4, sr_ratio=2, window_size=window_size)
+    block = block.double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 10 * 12, 32, dtype=torch.double, requires_grad=True)
+    inputs = [x, *block.parameters()]
+    assert block._lean_mlp(x)
+    out = block(x, (10, 12))
+    grad = torch.randn_like(out)
+    lean = torch.autograd.grad(out, inputs, grad)
+    mid = x + block.attn(block.norm1(x), (10, 12))
+    plain_out = mid + block.mlp(block.norm2(mid))
+    plain = torch.autograd.grad(plain_out, inputs, grad)
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=1e-12)
+    for a, b in zip(lean, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        assert not block._lean_mlp(x)
