@@ -28,6 +28,8 @@ def _check_versions() -> None:
 
 _check_versions()
 
-from . import models  # noqa: E402,F401  (registers the mmtwins modules)
+# models: registers the mmtwins modules; utils: lets torch's safe loading
+# read mmengine checkpoints (--resume on torch >= 2.6).
+from . import models, utils  # noqa: E402,F401
 
 __all__ = ['__version__']
