@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint and write an evaluation report.
+
+One script for detection (mmdet config) and segmentation (mmseg config):
+the task follows the config's ``default_scope``. The test itself is
+mmengine's ``Runner.test()`` with the config's evaluator (COCO metric,
+IoU metric). Afterwards the main process writes ``metrics.json`` and a
+readable ``report.md`` into the work dir (see
+:mod:`mmtwins.utils.eval_report`); segmentation reports carry per-class
+IoU and accuracy.
+
+Examples::
+
+    python tools/test.py CONFIG CKPT --work-dir work_dirs/eval
+    python tools/test.py CONFIG CKPT --show-dir vis --tta
+    bash tools/dist_test.sh CONFIG CKPT 8
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Test an mmdet detector or mmseg segmentor and write '
+        'metrics.json and report.md into the work dir.')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (path or URL)')
+    parser.add_argument('--work-dir',
+                        help='where the logs and the report go')
+    parser.add_argument(
+        '--out',
+        help='detection: dump the raw predictions to this .pkl file; '
+        'segmentation: save the predicted label maps (PNG) in this folder')
+    parser.add_argument('--show', action='store_true',
+                        help='show the predictions in a window')
+    parser.add_argument('--show-dir',
+                        help='save pictures of the predictions here')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each picture is shown with --show')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation (flip; the config\'s '
+                        'tta_model / tta_pipeline when it has them)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. test_dataloader.batch_size=2; '
+        'unknown keys are an error')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _innermost_dataset(loader_cfg):
+    ds = loader_cfg.dataset
+    while 'dataset' in ds:
+        ds = ds.dataset
+    return ds
+
+
+def _enable_visualization(cfg, args, task: str) -> None:
+    from mmtwins.utils.tool_errors import ToolError
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ToolError('--show/--show-dir need a `visualization` entry in '
+                        'default_hooks (mmdet/mmseg default_runtime has one)')
+    hook['draw'] = True
+    if task == 'segmentation':
+        hook['interval'] = 1  # mmseg's hook draws every 50th batch only
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        show_dir = osp.abspath(args.show_dir)
+        if task == 'detection':
+            hook['test_out_dir'] = show_dir  # DetVisualizationHook
+        else:
+            cfg.visualizer['save_dir'] = show_dir  # SegLocalVisualizer
+
+
+def _enable_tta(cfg, task: str) -> None:
+    from mmengine.config import ConfigDict
+
+    from mmtwins.utils.tool_errors import ToolError
+    if task == 'detection':
+        cfg.setdefault(
+            'tta_model',
+            dict(type='DetTTAModel',
+                 tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+                              max_per_img=100)))
+        if 'tta_pipeline' not in cfg:
+            pipeline = copy.deepcopy(
+                _innermost_dataset(cfg.test_dataloader).pipeline)
+            pack = pipeline[-1]
+            pipeline[-1] = dict(
+                type='TestTimeAug',
+                transforms=[[dict(type='RandomFlip', prob=1.),
+                             dict(type='RandomFlip', prob=0.)], [pack]])
+            cfg.tta_pipeline = pipeline
+    for key in ('tta_model', 'tta_pipeline'):
+        if key not in cfg:
+            raise ToolError(f'--tta needs `{key}` in the config (mmseg '
+                            'dataset/runtime bases define it)')
+    _innermost_dataset(cfg.test_dataloader).pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+
+
+def _add_output(cfg, out: str, task: str) -> None:
+    from mmtwins.utils.tool_errors import ToolError
+    if task == 'detection':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ToolError(f'--out must name a .pkl file, got {out}')
+        evaluators = cfg.test_evaluator
+        if isinstance(evaluators, dict):
+            evaluators = [evaluators]
+        cfg.test_evaluator = [
+            *evaluators, dict(type='DumpDetResults', out_file_path=out)
+        ]
+    else:
+        cfg.test_evaluator['output_dir'] = out
+
+
+def build_test_config(args: argparse.Namespace):
+    """The config for ``args``, checked and with the CLI flags applied."""
+    from mmtwins.utils.config_checks import (
+        check_dataset_paths,
+        check_file,
+        load_config,
+        resolve_work_dir,
+        task_of,
+    )
+    from mmtwins.utils.dist_env import setup_distributed
+
+    cfg = load_config(args.config, args.cfg_options)
+    task = task_of(cfg)
+    check_file(args.checkpoint, 'checkpoint file')
+    cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show or args.show_dir:
+        _enable_visualization(cfg, args, task)
+    if task == 'segmentation' and isinstance(cfg.test_evaluator, dict) \
+            and cfg.test_evaluator.get('type') == 'IoUMetric':
+        import mmtwins.utils.seg_metrics  # noqa: F401  (registers it)
+        cfg.test_evaluator['type'] = 'mmtwins.ClasswiseIoUMetric'
+    if args.out:
+        _add_output(cfg, args.out, task)
+    if args.tta:
+        _enable_tta(cfg, task)
+    check_dataset_paths(cfg, ['test_dataloader'])
+    setup_distributed(cfg, args.launcher)
+    return cfg, task
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from mmengine.dist import is_main_process
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
+    from mmtwins.utils.eval_report import build_report, write_eval_report
+    from mmtwins.utils.tool_errors import exit_on_user_error
+
+    with exit_on_user_error():
+        cfg, task = build_test_config(args)
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
+    if is_main_process():
+        ds_cfg = _innermost_dataset(cfg.test_dataloader)
+        dataset = dict(type=str(ds_cfg.get('type')),
+                       data_root=ds_cfg.get('data_root', ''),
+                       num_images=len(runner.test_loop.dataloader.dataset))
+        report = build_report(metrics, task, args.config, args.checkpoint,
+                              dataset, tta=args.tta)
+        paths = write_eval_report(cfg.work_dir, report)
+        runner.logger.info('evaluation report: ' + ', '.join(paths))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Train a detector (mmdet config) or segmentor (mmseg config).
+
+One script for both tasks: the task follows the config's ``default_scope``.
+It builds mmengine's ``Runner`` from the config, so logging (with ETA),
+checkpointing, validation and distributed training are mmengine's own.
+``mmtwins`` is imported first, which registers the Twins backbones (a config
+need not list it in ``custom_imports``) and lets ``--resume`` read
+mmengine checkpoints under torch's safe loading.
+
+Examples::
+
+    python tools/train.py configs/detection/retinanet_twins_pcpvt_s_1x_coco.py
+    python tools/train.py CONFIG --work-dir work_dirs/x --resume
+    bash tools/dist_train.sh CONFIG 8   # distributed, see that script
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Train an mmdet detector or mmseg segmentor.')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CKPT, or without a value from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr by the actual / base batch size '
+        '(needs auto_scale_lr.base_batch_size in the config)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. train_cfg.max_iters=100; unknown '
+        'keys are an error')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    # torch.distributed.launch passes --local_rank, torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_train_config(args: argparse.Namespace):
+    """The config for ``args``, checked and with the CLI flags applied."""
+    from mmtwins.utils.config_checks import (
+        check_dataset_paths,
+        check_file,
+        load_config,
+        resolve_work_dir,
+        task_of,
+    )
+    from mmtwins.utils.dist_env import setup_distributed
+    from mmtwins.utils.tool_errors import ToolError
+
+    cfg = load_config(args.config, args.cfg_options)
+    task_of(cfg)
+    cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
+
+    if args.amp:
+        wrapper = cfg.optim_wrapper
+        if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print('AMP is already on in the config', file=sys.stderr)
+        else:
+            if wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+                raise ToolError(f'--amp needs optim_wrapper.type '
+                                f'OptimWrapper, not {wrapper.type}')
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr') or {}
+        if 'base_batch_size' not in scale:
+            raise ToolError('--auto-scale-lr needs auto_scale_lr = '
+                            'dict(base_batch_size=...) in the config')
+        scale['enable'] = True
+        cfg.auto_scale_lr = scale
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        check_file(args.resume, 'checkpoint to resume from')
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    loaders = ['train_dataloader']
+    if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+        loaders.append('val_dataloader')
+    check_dataset_paths(cfg, loaders)
+    setup_distributed(cfg, args.launcher)
+    return cfg
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
+    from mmtwins.utils.tool_errors import exit_on_user_error
+
+    with exit_on_user_error():
+        cfg = build_train_config(args)
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
