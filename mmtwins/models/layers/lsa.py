@@ -136,20 +136,26 @@ class LocallyGroupedAttention(nn.Module):
                 qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         nh, nw, d = hp // ws, wp // ws, c // heads
-        # (B, nh, ws, nw, ws, 3, heads, d) -> (3, B*windows, heads, ws*ws, d):
-        # 4-D inputs keep SDPA on its fused kernels.
-        qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, d)
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
-            3, b * nh * nw, heads, ws * ws, d).unbind(0)
+        # One copy into window-major order (3, B*windows, ws*ws, heads, d);
+        # q/k/v are (B*windows, heads, ws*ws, d) views of it (4-D inputs keep
+        # SDPA on its fused kernels).
+        qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, d).permute(
+            5, 0, 1, 3, 2, 4, 6, 7).reshape(3, b * nh * nw, ws * ws, heads, d)
+        q, k, v = qkv.transpose(2, 3).unbind(0)
         mask: Optional[torch.Tensor] = None
         if masked:
             mask = self._key_mask(b, h, w, x.device)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.attn_drop if self.training else 0.)
-        out = out.view(b, nh, nw, heads, ws, ws, d).permute(
-            0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
+        # The fused kernels lay the output out as (B*windows, ws*ws, heads,
+        # d), so this is a view and ``proj`` shares the tensor that SDPA
+        # keeps for backward. ``proj`` is per token, so applying it before
+        # cropping the padding changes nothing but a little work.
+        out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
+        out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4,
+                                                     5).reshape(b, hp, wp, c)
         if pad_b or pad_r:
             out = out[:, :h, :w]
-        out = self.proj_drop(self.proj(out))
+        out = self.proj_drop(out)
         return out.reshape(b, n, c)
