@@ -62,22 +62,32 @@ def test_layer_matches_unfold_reference(height, width, kernel_size, stride,
         assert (ours - theirs).abs().max() <= tol
 
 
-@pytest.mark.parametrize('chunk_numel', [40, 300])
-def test_cpu_chunking_is_exact(monkeypatch, chunk_numel):
-    """Row chunks and batch*head groups give the same numbers."""
+@pytest.mark.parametrize('chunk_numel,threads', [(40, 1), (300, 1),
+                                                 (40, 4), (10**6, 2)])
+def test_cpu_chunks_and_worker_threads_are_exact(monkeypatch, chunk_numel,
+                                                 threads):
+    """Row chunks, batch*head groups and worker threads change nothing."""
     monkeypatch.setattr(sasa_ops, '_CPU_CHUNK_NUMEL', chunk_numel)
-    layer = SASAttention(4, 8, 5, num_heads=2).double()
-    x = _inputs(layer, 3, 9, 6, torch.float64)
-    out = layer(x)
-    ref = unfold_sasa_layer(layer, x)
-    assert (out - ref).abs().max() <= 1e-10
-    grad = torch.randn_like(out)
-    for ours, theirs in zip(_grads(out, x, layer, grad),
-                            _grads(ref, x, layer, grad)):
-        assert (ours - theirs).abs().max() <= 1e-10
-    # Without gradients the probabilities live in one reused chunk buffer.
-    with torch.no_grad():
-        assert torch.equal(layer(x), out.detach())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert len(sasa_ops._partitions(6, torch.device('cpu'))) == threads
+        layer = SASAttention(4, 8, 5, num_heads=2).double()
+        x = _inputs(layer, 3, 9, 6, torch.float64)
+        out = layer(x)
+        ref = unfold_sasa_layer(layer, x)
+        assert (out - ref).abs().max() <= 1e-10
+        grad = torch.randn_like(out)
+        for ours, theirs in zip(_grads(out, x, layer, grad),
+                                _grads(ref, x, layer, grad)):
+            assert (ours - theirs).abs().max() <= 1e-10
+        # Without gradients the probabilities live in one reused buffer.
+        with torch.no_grad():
+            assert torch.equal(layer(x), out.detach())
+        # The workers leave PyTorch's thread setting as it was.
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_function_gradcheck():

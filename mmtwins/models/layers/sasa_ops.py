@@ -14,8 +14,13 @@ k^2-sized tensor is the attention-probability map ``(B, heads, k*k, H, W)``,
 which is ``head_dim`` times smaller than an unfolded key tensor. A custom
 autograd function keeps ``q``, ``k``, ``v`` and the probabilities and
 computes the gradients in the same offset loop, so no autograd graph over
-k^2 intermediate tensors is built. On CPU the loops run over row chunks
-that stay in cache, which is what makes the loop faster than ``unfold``.
+k^2 intermediate tensors is built.
+
+On CPU the loops run over chunks of rows small enough to stay in cache,
+which is what makes the loop faster than ``unfold``, and the ``batch *
+heads`` slices are split between worker threads, one intra-op thread
+each: a thread never waits for another between two small ops, so the
+layer stays fast when other processes share the cores.
 
 Borders are masked: neighbours outside the image get a ``-inf`` logit, so
 they take no part in the softmax (rather than being attended as the
@@ -28,17 +33,18 @@ with the column-offset embedding (the paper's concatenation ``r = [r_row,
 r_col]``, applied within each head, see :class:`SASAttention`).
 """
 import math
-from typing import Iterator, List, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 # On CPU the offset loops run over chunks whose query slice holds about
-# this many elements; 2**18 fp32 values (1 MiB) per operand keeps a chunk's
-# queries, keys, values and logits close to the cache and the per-chunk
-# Python overhead small. Measured on a 2-core EPYC with
-# tools/analysis/benchmark_sasa.py; larger or smaller chunks were slower.
+# this many elements (1 MiB in fp32), so that a chunk's queries, keys,
+# values and logits stay close to the cache while the per-chunk Python
+# overhead stays small. On a 2-core EPYC, 2**18 to 2**20 ran alike on the
+# benchmark's layers and 2**16 or less was slower.
 _CPU_CHUNK_NUMEL = 2**18
 
 _Chunk = Tuple[slice, int, int]
@@ -103,6 +109,148 @@ def _shift_rows(rows: slice, start: int) -> slice:
     return slice(rows.start - start, rows.stop - start)
 
 
+def _max_chunk_numel(chunks: List[_Chunk], q: Tensor) -> int:
+    """Largest ``(group, head_dim, rows, width)`` slice among the chunks."""
+    return max(q[group, :, start:end].numel() for group, start, end in chunks)
+
+
+def _partitions(batch_heads: int, device: torch.device) -> List[slice]:
+    """Contiguous ``batch * heads`` ranges, one per CPU worker thread."""
+    if device.type != 'cpu':
+        return [slice(0, batch_heads)]
+    workers = max(1, min(torch.get_num_threads(), batch_heads))
+    bounds = [i * batch_heads // workers for i in range(workers + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _run(work: Callable[[slice], None], parts: List[slice]) -> None:
+    """Call ``work`` on every partition, on CPU one thread per partition.
+
+    The partitions touch disjoint ``batch * heads`` slices, so they need
+    no locking. The workers run their ops on one intra-op thread each and,
+    like the autograd function's own thread, without grad mode (which is
+    per thread); PyTorch's thread setting is restored afterwards.
+    """
+    if len(parts) == 1:
+        work(parts[0])
+        return
+
+    def no_grad_work(part: slice) -> None:
+        with torch.no_grad():
+            work(part)
+
+    threads = torch.get_num_threads()
+    # New threads take this setting when they run their first op.
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            for _ in pool.map(no_grad_work, parts):
+                pass
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _forward_part(q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
+                  pos_col: Tensor, out: Tensor, probs: Optional[Tensor],
+                  kernel_size: int) -> None:
+    """Attention for a ``(n, d, H, W)`` slice of ``batch * heads``.
+
+    Writes ``out`` and, unless ``probs`` is None, the probabilities
+    ``(n, k*k, H, W)``.
+    """
+    _, head_dim, height, width = q.shape
+    window = kernel_size**2
+    chunks = _chunks(q.shape[0], head_dim, height, width, q.device)
+    max_numel = _max_chunk_numel(chunks, q)
+    scratch = q.new_empty(max_numel)
+    if probs is None:  # no backward: one chunk's worth is reused
+        buffer = q.new_empty(max_numel // head_dim * window)
+    for group, start, end in chunks:
+        if probs is not None:
+            logits = probs[group, :, start:end]
+        else:
+            shape = q[group, :, start:end].shape
+            shape = (shape[0], window) + shape[2:]
+            logits = buffer[:math.prod(shape)].view(shape)
+        logits.fill_(float('-inf'))
+        offsets = list(_offsets(start, end, height, width, kernel_size))
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            q_part = q[group, :, q_rows, q_cols]
+            product = torch.mul(
+                q_part, k[group, :, k_rows, k_cols],
+                out=scratch[:q_part.numel()].view(q_part.shape))
+            logits[:, index, _shift_rows(q_rows, start),
+                   q_cols] = product.sum(dim=1)
+        grid = logits.unflatten(1, (kernel_size, kernel_size))
+        grid.add_(pos_row[group, :, start:end].unsqueeze(2))
+        grid.add_(pos_col[group, :, start:end].unsqueeze(1))
+        # In-place softmax over the window; -inf (outside) becomes 0.
+        logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+        logits.div_(logits.sum(dim=1, keepdim=True))
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            out[group, :, q_rows, q_cols].addcmul_(
+                logits[:, index:index + 1, _shift_rows(q_rows, start),
+                       q_cols], v[group, :, k_rows, k_cols])
+
+
+def _backward_part(q: Tensor, k: Tensor, v: Tensor, probs: Tensor,
+                   grad_out: Tensor, grad_q: Optional[Tensor],
+                   grad_k: Optional[Tensor], grad_v: Optional[Tensor],
+                   grad_pos_row: Optional[Tensor],
+                   grad_pos_col: Optional[Tensor], kernel_size: int) -> None:
+    """Gradients for a ``(n, d, H, W)`` slice of ``batch * heads``.
+
+    Accumulates into the ``grad_*`` slices that are not None; the
+    positional-logit gradients ``(n, k, H, W)`` are written whenever the
+    logits need a gradient (``grad_pos_row`` is not None).
+    """
+    _, head_dim, height, width = q.shape
+    chunks = _chunks(q.shape[0], head_dim, height, width, q.device)
+    max_numel = _max_chunk_numel(chunks, q)
+    scratch = q.new_empty(max_numel)
+    need_logits = grad_pos_row is not None
+    if need_logits:
+        logit_buffer = q.new_empty(max_numel // head_dim * kernel_size**2)
+    for group, start, end in chunks:
+        p = probs[group, :, start:end]
+        offsets = list(_offsets(start, end, height, width, kernel_size))
+        if need_logits:
+            # d(loss)/d(probs) for every offset, then the softmax
+            # backward: dlogits = p * (dprobs - sum(p * dprobs)).
+            grad_logits = logit_buffer[:p.numel()].view(p.shape)
+            grad_logits.zero_()
+            for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                g_part = grad_out[group, :, q_rows, q_cols]
+                product = torch.mul(
+                    g_part, v[group, :, k_rows, k_cols],
+                    out=scratch[:g_part.numel()].view(g_part.shape))
+                grad_logits[:, index, _shift_rows(q_rows, start),
+                            q_cols] = product.sum(dim=1)
+            expected = (grad_logits * p).sum(dim=1, keepdim=True)
+            grad_logits.sub_(expected).mul_(p)
+            grid = grad_logits.unflatten(1, (kernel_size, kernel_size))
+            torch.sum(grid, dim=2, out=grad_pos_row[group, :, start:end])
+            torch.sum(grid, dim=1, out=grad_pos_col[group, :, start:end])
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            rows = _shift_rows(q_rows, start)
+            if need_logits:
+                weight = grad_logits[:, index:index + 1, rows, q_cols]
+                if grad_q is not None:
+                    grad_q[group, :, q_rows, q_cols].addcmul_(
+                        weight, k[group, :, k_rows, k_cols])
+                if grad_k is not None:
+                    grad_k[group, :, k_rows, k_cols].addcmul_(
+                        weight, q[group, :, q_rows, q_cols])
+            if grad_v is not None:
+                grad_v[group, :, k_rows, k_cols].addcmul_(
+                    p[:, index:index + 1, rows, q_cols],
+                    grad_out[group, :, q_rows, q_cols])
+
+
+def _part(tensor: Optional[Tensor], part: slice) -> Optional[Tensor]:
+    return None if tensor is None else tensor[part]
+
+
 class _SASAFunction(torch.autograd.Function):
     """Autograd function of :func:`sasa_attention` (see the module doc)."""
 
@@ -112,59 +260,28 @@ class _SASAFunction(torch.autograd.Function):
         batch, heads, head_dim, height, width = query.shape
         kernel_size = rel_h.shape[0]
         half = head_dim // 2
-        batch_heads = batch * heads
-        q = query.reshape(batch_heads, head_dim, height, width)
-        k = key.reshape(batch_heads, head_dim, height, width)
-        v = value.reshape(batch_heads, head_dim, height, width)
+        shape = (batch * heads, head_dim, height, width)
+        q, k, v = query.view(shape), key.view(shape), value.view(shape)
 
         # Positional logits: one value per row offset and per column offset,
         # broadcast to the k x k window inside the chunk loop.
         pos_row = _positional_logits(query[:, :, :half], rel_h)
         pos_col = _positional_logits(query[:, :, half:], rel_w)
-
         out = torch.zeros_like(q)
-        chunks = _chunks(batch_heads, head_dim, height, width, q.device)
-        max_numel = _max_chunk_numel(chunks, q)
-        scratch = q.new_empty(max_numel)
-        # The probabilities are kept for backward; without gradients one
-        # chunk's worth is reused.
-        keep = any(ctx.needs_input_grad)
-        if keep:
-            probs = q.new_empty(batch_heads, kernel_size**2, height, width)
-        else:
-            probs = q.new_empty(max_numel // head_dim * kernel_size**2)
-        for group, start, end in chunks:
-            if keep:
-                logits = probs[group, :, start:end]
-            else:
-                shape = q[group, :, start:end].shape
-                shape = (shape[0], kernel_size**2) + shape[2:]
-                logits = probs[:math.prod(shape)].view(shape)
-            logits.fill_(float('-inf'))
-            for index, q_rows, k_rows, q_cols, k_cols in _offsets(
-                    start, end, height, width, kernel_size):
-                q_part = q[group, :, q_rows, q_cols]
-                product = torch.mul(
-                    q_part, k[group, :, k_rows, k_cols],
-                    out=scratch[:q_part.numel()].view(q_part.shape))
-                logits[:, index, _shift_rows(q_rows, start),
-                       q_cols] = product.sum(dim=1)
-            window = logits.unflatten(1, (kernel_size, kernel_size))
-            window.add_(pos_row[group, :, start:end].unsqueeze(2))
-            window.add_(pos_col[group, :, start:end].unsqueeze(1))
-            # In-place softmax over the window; -inf (outside) becomes 0.
-            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-            logits.div_(logits.sum(dim=1, keepdim=True))
-            for index, q_rows, k_rows, q_cols, k_cols in _offsets(
-                    start, end, height, width, kernel_size):
-                out[group, :, q_rows, q_cols].addcmul_(
-                    logits[:, index:index + 1,
-                           _shift_rows(q_rows, start), q_cols],
-                    v[group, :, k_rows, k_cols])
+        # The probabilities are kept for backward only when it will come.
+        probs = None
+        if any(ctx.needs_input_grad):
+            probs = q.new_empty(shape[0], kernel_size**2, height, width)
 
-        if keep:
+        def work(part: slice) -> None:
+            _forward_part(q[part], k[part], v[part], pos_row[part],
+                          pos_col[part], out[part], _part(probs, part),
+                          kernel_size)
+
+        _run(work, _partitions(shape[0], q.device))
+        if probs is not None:
             ctx.save_for_backward(query, key, value, rel_h, rel_w, probs)
-        return out.view(batch, heads, head_dim, height, width)
+        return out.view_as(query)
 
     @staticmethod
     @once_differentiable
@@ -173,67 +290,33 @@ class _SASAFunction(torch.autograd.Function):
         batch, heads, head_dim, height, width = query.shape
         kernel_size = rel_h.shape[0]
         half = head_dim // 2
-        batch_heads = batch * heads
-        shape = (batch_heads, head_dim, height, width)
-        q, k, v = query.reshape(shape), key.reshape(shape), value.reshape(
-            shape)
-        g = grad_out.reshape(shape)
+        shape = (batch * heads, head_dim, height, width)
+        q, k, v = query.view(shape), key.view(shape), value.view(shape)
+        g = grad_out.contiguous().view(shape)
         need_q, need_k, need_v, need_rh, need_rw = ctx.needs_input_grad
-        need_logits = need_q or need_k or need_rh or need_rw
 
         grad_q = torch.zeros_like(q) if need_q else None
         grad_k = torch.zeros_like(k) if need_k else None
         grad_v = torch.zeros_like(v) if need_v else None
-        grad_pos_row = q.new_empty(batch_heads, kernel_size, height, width)
-        grad_pos_col = torch.empty_like(grad_pos_row)
+        grad_pos_row = grad_pos_col = None
+        if need_q or need_k or need_rh or need_rw:
+            grad_pos_row = q.new_empty(shape[0], kernel_size, height, width)
+            grad_pos_col = torch.empty_like(grad_pos_row)
 
-        chunks = _chunks(batch_heads, head_dim, height, width, q.device)
-        max_numel = _max_chunk_numel(chunks, q)
-        scratch = q.new_empty(max_numel)
-        logit_scratch = q.new_empty(max_numel // head_dim * kernel_size**2)
-        for group, start, end in chunks:
-            p = probs[group, :, start:end]
-            offsets = list(
-                _offsets(start, end, height, width, kernel_size))
-            if need_logits:
-                # d(loss)/d(probs) for every offset, then the softmax
-                # backward: dlogits = p * (dprobs - sum(p * dprobs)).
-                grad_logits = logit_scratch[:p.numel()].view(p.shape)
-                grad_logits.zero_()
-                for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                    g_part = g[group, :, q_rows, q_cols]
-                    product = torch.mul(
-                        g_part, v[group, :, k_rows, k_cols],
-                        out=scratch[:g_part.numel()].view(g_part.shape))
-                    grad_logits[:, index, _shift_rows(q_rows, start),
-                                q_cols] = product.sum(dim=1)
-                expected = (grad_logits * p).sum(dim=1, keepdim=True)
-                grad_logits.sub_(expected).mul_(p)
-                window = grad_logits.unflatten(1, (kernel_size, kernel_size))
-                torch.sum(window, dim=2, out=grad_pos_row[group, :,
-                                                          start:end])
-                torch.sum(window, dim=1, out=grad_pos_col[group, :,
-                                                          start:end])
-            for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                rows = _shift_rows(q_rows, start)
-                if need_logits:
-                    weight = grad_logits[:, index:index + 1, rows, q_cols]
-                    if need_q:
-                        grad_q[group, :, q_rows, q_cols].addcmul_(
-                            weight, k[group, :, k_rows, k_cols])
-                    if need_k:
-                        grad_k[group, :, k_rows, k_cols].addcmul_(
-                            weight, q[group, :, q_rows, q_cols])
-                if need_v:
-                    grad_v[group, :, k_rows, k_cols].addcmul_(
-                        p[:, index:index + 1, rows, q_cols],
-                        g[group, :, q_rows, q_cols])
+        def work(part: slice) -> None:
+            _backward_part(q[part], k[part], v[part], probs[part], g[part],
+                           _part(grad_q, part), _part(grad_k, part),
+                           _part(grad_v, part), _part(grad_pos_row, part),
+                           _part(grad_pos_col, part), kernel_size)
 
-        # Back through the positional logits, as (k x pixels) matmuls.
-        flat = (batch, heads, kernel_size, height * width)
-        grad_pos_row = grad_pos_row.view(flat)
-        grad_pos_col = grad_pos_col.view(flat)
+        _run(work, _partitions(shape[0], q.device))
+
         grad_rh = grad_rw = None
+        if grad_pos_row is not None:
+            # Back through the positional logits, as (k x pixels) matmuls.
+            flat = (batch, heads, kernel_size, height * width)
+            grad_pos_row = grad_pos_row.view(flat)
+            grad_pos_col = grad_pos_col.view(flat)
         if need_q:
             grad_q = grad_q.view_as(query)
             for part, grad_pos, table in ((slice(None, half), grad_pos_row,
@@ -278,11 +361,6 @@ def _table_grad(grad_pos: Tensor, query_part: Tensor) -> Tensor:
         query_part.reshape(batch, heads, half, height * width).transpose(
             -1, -2))  # (B, heads, k, d / 2)
     return grad.sum(0).transpose(0, 1)
-
-
-def _max_chunk_numel(chunks: List[_Chunk], q: Tensor) -> int:
-    """Largest ``(group, head_dim, rows, width)`` slice among the chunks."""
-    return max(q[group, :, start:end].numel() for group, start, end in chunks)
 
 
 def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
