@@ -5,6 +5,11 @@
 # to 1e-6 over 80k iterations, batch 16).
 _base_ = 'mmseg::sem_fpn/fpn_r101_4xb4-160k_ade20k-512x512.py'
 
+# mmseg 1.2.2's fpn_r101 config assigns `model` twice, and the second
+# assignment drops its ResNet-101 settings: as shipped it builds a ResNet-50
+# (28.5M parameters). Restore the depth and its ImageNet weights.
+model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
+
 train_cfg = dict(max_iters=80000, val_interval=8000)
 default_hooks = dict(checkpoint=dict(interval=8000))
 optim_wrapper = dict(
