@@ -122,6 +122,19 @@ def test_main_prints_counts_and_applies_cfg_options(capsys):
     assert 47.0 < base < 48.5  # PCPVT-B FPN (paper 48.1 with its dead head)
 
 
+def test_default_shape_is_the_papers(monkeypatch, capsys):
+    shapes = []
+    monkeypatch.setattr(
+        GET_FLOPS, 'measure', lambda cfg, shape: shapes.append(shape) or dict(
+            params=1, flops=1, input_shape=shape))
+    for config in ('configs/detection/retinanet_twins_pcpvt_s_1x_coco.py',
+                   'configs/segmentation/fpn_twins_pcpvt_s_80k_ade20k_'
+                   '512x512.py'):
+        GET_FLOPS.main([config])
+    assert shapes == [(600, 800), (512, 512)]
+    assert 'Input shape: 600x800' in capsys.readouterr().out
+
+
 def test_missing_config_is_one_clear_line():
     out = subprocess.run(
         [sys.executable, SCRIPT, 'configs/detection/no_such_config.py'],

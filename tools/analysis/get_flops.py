@@ -5,6 +5,9 @@ Usage::
     python tools/analysis/get_flops.py CONFIG [--shape H W]
         [--cfg-options KEY=VALUE ...]
 
+Without ``--shape`` the input is the papers' FLOPs resolution: 800x600
+(H x W = 600 x 800) for mmdet configs, 512 x 512 otherwise.
+
 Works for any mmdet or mmseg config: the registry scope comes from the
 config's ``default_scope``. One blank image of ``H x W`` goes through the
 model's own data preprocessor (so detection inputs are padded to the size
@@ -81,6 +84,10 @@ EXTRA_HANDLES = {
     'prim::PythonOp._SASAFlops': sasa_flop_jit,
 }
 
+
+# Default input (H, W) by scope: the FLOPs resolutions of the papers' tables
+# (Twins: 800x600 for COCO, 512x512 for ADE20K).
+DEFAULT_SHAPES = {'mmdet': (600, 800), 'mmseg': (512, 512)}
 
 # Custom autograd ops that hold no multiply-adds worth counting (fvcore does
 # not count them either): mmcv's RoI feature sampling and NMS.
@@ -226,15 +233,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=int,
         nargs=2,
         metavar=('H', 'W'),
-        default=[512, 512],
-        help='input image height and width (default: 512 512)')
+        default=None,
+        help='input image height and width (default: the papers\' sizes, '
+        '600 800 for mmdet configs (800x600) and 512 512 otherwise)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings, e.g. model.backbone.arch=base')
     args = parser.parse_args(argv)
-    if min(args.shape) <= 0:
+    if args.shape is not None and min(args.shape) <= 0:
         parser.error(f'--shape needs positive H and W, got {args.shape}')
     return args
 
@@ -246,8 +254,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg = load_config(args.config, args.cfg_options)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f'get_flops.py: error: {err}')
-    result = measure(cfg, args.shape)
-    height, width = args.shape
+    shape = args.shape or DEFAULT_SHAPES.get(cfg.get('default_scope'),
+                                             (512, 512))
+    result = measure(cfg, shape)
+    height, width = shape
     pad_h, pad_w = result['input_shape']
     print(f'Config: {args.config}')
     print(f'Input shape: {height}x{width} (network input {pad_h}x{pad_w})')
