@@ -11,7 +11,7 @@ import functools
 import glob
 import importlib.util
 import os
-from typing import Any, Dict, List
+from typing import Any, ContextManager, Dict, List
 
 import mmengine.config.config
 import mmengine.config.utils
@@ -19,7 +19,7 @@ import torch
 from mmengine.config import Config
 from mmengine.fileio import load as load_file
 from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIRS = ('detection', 'segmentation')
@@ -95,14 +95,23 @@ def load(path: str) -> Config:
     return Config.fromfile(os.path.join(REPO, path))
 
 
+def scope(cfg: Config) -> ContextManager:
+    """The config's default scope for the duration of a ``with`` block.
+
+    Unlike ``init_default_scope`` it leaves the process-wide scope as it
+    was, so later tests do not resolve names in a leftover scope.
+    """
+    return DefaultScope.overwrite_default_scope(cfg.default_scope)
+
+
 def build(cfg: Config) -> torch.nn.Module:
     """Build ``cfg.model`` under the config's scope, SyncBN reverted to BN.
 
     Nothing is downloaded: pretrained weights load only in
     ``init_weights()``, which the tests never call.
     """
-    init_default_scope(cfg.default_scope)
-    return revert_sync_batchnorm(MODELS.build(cfg.model))
+    with scope(cfg):
+        return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 def count(model: torch.nn.Module) -> int:

@@ -18,6 +18,7 @@ from _zoo_helpers import (
     param_count,
     primitive_configs,
     sasa_available,
+    scope,
     stem,
     table_configs,
 )
@@ -125,16 +126,17 @@ def test_build_loss_and_predict(path):
     else:
         batch = _seg_batch(cfg.model.decode_head.num_classes)
 
-    model.train()
-    data = model.data_preprocessor(batch, True)
-    losses = model(**data, mode='loss')
-    loss, _ = model.parse_losses(losses)
-    assert torch.isfinite(loss) and loss.requires_grad, losses
+    with scope(cfg):
+        model.train()
+        data = model.data_preprocessor(batch, True)
+        losses = model(**data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+        assert torch.isfinite(loss) and loss.requires_grad, losses
 
-    model.eval()
-    with torch.no_grad():
-        results = model(**model.data_preprocessor(batch, False),
-                        mode='predict')
+        model.eval()
+        with torch.no_grad():
+            results = model(**model.data_preprocessor(batch, False),
+                            mode='predict')
     assert len(results) == 2
     if cfg.default_scope == 'mmdet':
         assert all('bboxes' in r.pred_instances for r in results)

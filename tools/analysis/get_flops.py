@@ -169,11 +169,13 @@ def build_model(cfg: Config) -> torch.nn.Module:
     """
     import torch
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
 
-    init_default_scope(cfg.get('default_scope', None) or 'mmengine')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    # Scoped, not init_default_scope(): callers keep their own scope.
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', None) or 'mmengine'):
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model)
     return revert_sync_batchnorm(model).eval()
 
 
@@ -185,6 +187,7 @@ def measure(cfg: Config, shape: Sequence[int]) -> Dict[str, Any]:
     """
     import torch
     from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.registry import DefaultScope
     from mmengine.structures import BaseDataElement
 
     height, width = shape
@@ -199,7 +202,9 @@ def measure(cfg: Config, shape: Sequence[int]) -> Dict[str, Any]:
         ori_shape=(height, width),
         scale_factor=(1.0, 1.0))
     batch = dict(inputs=[image], data_samples=[BaseDataElement(metainfo=meta)])
-    with torch.no_grad(), _sasa_traced_as_one_op():
+    scope = cfg.get('default_scope', None) or 'mmengine'
+    with torch.no_grad(), _sasa_traced_as_one_op(), \
+            DefaultScope.overwrite_default_scope(scope):
         data = model.data_preprocessor(batch, training=False)
         inputs = data['inputs']
         analyzer = FlopAnalyzer(
