@@ -34,9 +34,7 @@ Example::
 import argparse
 import os.path as osp
 import platform
-import statistics
 import sys
-import time
 from typing import Callable, List, NamedTuple, Tuple
 
 import torch
@@ -45,7 +43,9 @@ from torch import Tensor
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_models'))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+from bench_utils import median, peak_memory, time_once  # noqa: E402
 from sasa_reference import unfold_sasa_layer  # noqa: E402
 
 from mmtwins.models.layers import SASAttention  # noqa: E402
@@ -92,35 +92,6 @@ def _step(fn: Callable[[Tensor], Tensor], x: Tensor, layer: SASAttention,
     return out.detach()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def added_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak tensor memory allocated by ``fn`` above the memory before it."""
-    if device.type == 'cuda':
-        _sync(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _sync(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        fn()
-    events = [
-        event for event in prof.profiler.kineto_results.events()
-        if event.name() == '[memory]' and event.device_type().name == 'CPU'
-    ]
-    live = peak = 0
-    for event in sorted(events, key=lambda event: event.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 def run_case(case: Case, device: torch.device, repeats: int,
              kernel_size: int, num_heads: int) -> dict:
     """Time and measure ours and the reference on one case."""
@@ -142,19 +113,15 @@ def run_case(case: Case, device: torch.device, repeats: int,
     times = {name: [] for name in impls}
     for _ in range(repeats):
         for name, fn in impls.items():
-            _sync(device)
-            start = time.perf_counter()
-            _step(fn, x, layer, grad)
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(
+                time_once(lambda fn=fn: _step(fn, x, layer, grad), device))
     memory = {
-        name: added_peak_bytes(lambda fn=fn: _step(fn, x, layer, grad),
-                               device)
+        name: peak_memory(lambda fn=fn: _step(fn, x, layer, grad), device)
         for name, fn in impls.items()
     }
     return dict(
         case=case,
-        ms={name: 1e3 * statistics.median(ts)
+        ms={name: 1e3 * median(ts)
             for name, ts in times.items()},
         mib={name: value / 2**20
              for name, value in memory.items()},
