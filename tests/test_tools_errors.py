@@ -124,3 +124,13 @@ def test_wrong_default_scope(capsys, tmp_path):
     cfg.write_text("default_scope = 'mmpretrain'\n")
     msg = _error(capsys, train_tool, [str(cfg)])
     assert "default_scope is 'mmpretrain'" in msg
+
+
+def test_amp_on_cpu(capsys, tmp_path, mini):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU, AMP is allowed')
+    cfg = write_config(str(tmp_path / 'seg.py'), 'segmentation', mini)
+    msg = _error(capsys, train_tool, [cfg, '--amp', '--work-dir',
+                                      str(tmp_path / 'w')])
+    assert msg.startswith('error: --amp needs a GPU')

@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_train_config(args: argparse.Namespace):
     """The config for ``args``, checked and with the CLI flags applied."""
+    import torch
+
     from mmtwins.utils.config_checks import (
         check_dataset_paths,
         check_file,
@@ -72,6 +74,9 @@ def build_train_config(args: argparse.Namespace):
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
 
     if args.amp:
+        if not torch.cuda.is_available():
+            raise ToolError('--amp needs a GPU: mmengine\'s AmpOptimWrapper '
+                            'does not run on the CPU')
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             print('AMP is already on in the config', file=sys.stderr)
@@ -81,6 +86,14 @@ def build_train_config(args: argparse.Namespace):
                                 f'OptimWrapper, not {wrapper.type}')
             wrapper.type = 'AmpOptimWrapper'
             wrapper.setdefault('loss_scale', 'dynamic')
+    elif cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and \
+            not torch.cuda.is_available():
+        # e.g. the 3x configs train in fp16 as the official ones did
+        print('warning: no GPU, so this run trains in fp32: the config\'s '
+              'AmpOptimWrapper becomes an OptimWrapper', file=sys.stderr)
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            cfg.optim_wrapper.pop(key, None)
 
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr') or {}
