@@ -13,11 +13,13 @@ Parameter names follow the official and timm checkpoints: ``q``, ``kv``
 :func:`torch.nn.functional.scaled_dot_product_attention`, which never
 materialises the attention matrix when a fused kernel is available.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .fused_linear import linear, linear_weights
 
 
 class GlobalSubsampledAttention(nn.Module):
@@ -76,22 +78,26 @@ class GlobalSubsampledAttention(nn.Module):
             # (B, N, C) viewed as NCHW is a channels-last tensor: no copy.
             x_map = x.transpose(1, 2).view(b, c, *hw_shape)
             x_kv = self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
-            return self.q(x), self.kv(x_kv)
+            return linear(x, self.q), linear(x_kv, self.kv)
         # No sub-sampling: one fused GEMM for q, k and v.
         weight = torch.cat([self.q.weight, self.kv.weight])
         bias = None
         if self.q.bias is not None:
             bias = torch.cat([self.q.bias, self.kv.bias])
-        qkv = F.linear(x, weight, bias)
+        qkv = linear_weights(x, weight, bias)
         return qkv[..., :c], qkv[..., c:]
 
-    def forward(self, x: torch.Tensor,
-                hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                hw_shape: Tuple[int, int],
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend from every token to the sub-sampled map.
 
         Args:
             x (Tensor): Tokens of shape (B, H*W, C) in row-major order.
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
+            residual (Tensor, optional): Added to the output (fused into
+                ``proj`` where possible). Defaults to None.
 
         Returns:
             Tensor: Shape (B, H*W, C).
@@ -104,4 +110,7 @@ class GlobalSubsampledAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         out = out.transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        if self.training and self.proj_drop.p > 0:
+            out = self.proj_drop(self.proj(out))
+            return out if residual is None else out + residual
+        return linear(out, self.proj, residual=residual)

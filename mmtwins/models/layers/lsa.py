@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused_linear import linear
+
 LSA_PAD_MODES = ('mask', 'zero', 'mmseg')
 
 
@@ -110,13 +112,17 @@ class LocallyGroupedAttention(nn.Module):
             self._masks[key] = mask
         return mask
 
-    def forward(self, x: torch.Tensor,
-                hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                hw_shape: Tuple[int, int],
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend within windows.
 
         Args:
             x (Tensor): Tokens of shape (B, H*W, C) in row-major order.
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
+            residual (Tensor, optional): Added to the output. Defaults to
+                None.
 
         Returns:
             Tensor: Shape (B, H*W, C).
@@ -129,9 +135,9 @@ class LocallyGroupedAttention(nn.Module):
         x = x.view(b, h, w, c)
         if (pad_b or pad_r) and not masked:
             # Unmasked padding: padded tokens must project to the bias.
-            qkv = self.qkv(F.pad(x, (0, 0, 0, pad_r, 0, pad_b)))
+            qkv = linear(F.pad(x, (0, 0, 0, pad_r, 0, pad_b)), self.qkv)
         else:
-            qkv = self.qkv(x)
+            qkv = linear(x, self.qkv)
             if masked:  # values of padded tokens never reach real ones
                 qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
@@ -152,10 +158,16 @@ class LocallyGroupedAttention(nn.Module):
         # d), so this is a view and ``proj`` shares the tensor that SDPA
         # keeps for backward. ``proj`` is per token, so applying it before
         # cropping the padding changes nothing but a little work.
-        out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
-        out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4,
-                                                     5).reshape(b, hp, wp, c)
-        if pad_b or pad_r:
-            out = out[:, :h, :w]
+        out = linear(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c),
+                     self.proj)
         out = self.proj_drop(out)
-        return out.reshape(b, n, c)
+        out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+        if pad_b or pad_r:
+            out = out.reshape(b, hp, wp, c)[:, :h, :w]
+        else:
+            out = out.reshape(b, h, w, c) if residual is None else out
+        if residual is None:
+            return out.reshape(b, n, c)
+        # The addition reads the window-major (or cropped) layout and
+        # writes row-major tokens: one pass instead of a copy and an add.
+        return (residual.reshape(out.shape) + out).reshape(b, n, c)

@@ -7,13 +7,14 @@ applied once per branch, as in the official code (mmseg and mmpretrain apply
 it twice). Names (``norm1``, ``attn``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``)
 are the official/timm ones.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 
+from .fused_linear import linear, linear_weights
 from .gsa import GlobalSubsampledAttention
 from .lsa import LocallyGroupedAttention
 
@@ -34,11 +35,11 @@ class _NormMlpFunction(torch.autograd.Function):
     def forward(ctx, x, ln_w, ln_b, eps, w1, b1, w2, b2):
         normed, mean, rstd = torch.native_layer_norm(
             x, x.shape[-1:], ln_w, ln_b, eps)
-        hidden = F.linear(normed, w1, b1)
+        hidden = linear_weights(normed, w1, b1)
         ctx.save_for_backward(x, mean, rstd, hidden, ln_w, ln_b, w1, w2)
         ctx.eps = eps
         ctx.has_bias = (b1 is not None, b2 is not None)
-        return F.linear(F.gelu(hidden), w2, b2)
+        return linear_weights(F.gelu(hidden), w2, b2)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type='cuda')
@@ -92,8 +93,20 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self,
+                x: torch.Tensor,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``drop(fc2(drop(act(fc1(x))))) + residual``; without active
+        dropout the GELU and the residual addition are fused into the
+        layers where possible (see :mod:`.fused_linear`)."""
+        if self.training and self.drop.p > 0:
+            out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+            return out if residual is None else out + residual
+        if type(self.act) is nn.GELU and self.act.approximate == 'none':
+            hidden = linear(x, self.fc1, act='gelu')
+        else:
+            hidden = self.act(self.fc1(x))
+        return linear(hidden, self.fc2, residual=residual)
 
 
 class TwinsBlock(nn.Module):
@@ -155,6 +168,11 @@ class TwinsBlock(nn.Module):
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if not self.training:
+            # Drop path is the identity: the residual additions can be
+            # fused into ``proj`` and ``fc2``.
+            x = self.attn(self.norm1(x), hw_shape, residual=x)
+            return self.mlp(self.norm2(x), residual=x)
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         if self._lean_mlp(x):
             norm, mlp = self.norm2, self.mlp
