@@ -8,6 +8,7 @@ from mmtwins.models.layers import (
     LocallyGroupedAttention,
     PositionEncodingGenerator,
     TwinsBlock,
+    lean_norm,
 )
 
 # (H, W) token maps for window 7: no padding, one side only, both sides.
@@ -135,20 +136,31 @@ def test_lsa_rejects_bad_arguments():
         LocallyGroupedAttention(30, 4)
 
 
-@pytest.mark.parametrize('window_size', [1, 7])
-def test_block_lean_mlp_path_matches_plain_modules(window_size):
-    """The memory-lean norm2+MLP autograd function is exact (float64)."""
-    block = TwinsBlock(32, 4, 4, sr_ratio=2, window_size=window_size)
+@pytest.mark.parametrize('window_size,lsa_pad,hw', [
+    (1, 'mask', (10, 12)), (7, 'mask', (10, 12)), (7, 'zero', (10, 12)),
+    (7, 'mmseg', (14, 9)), (7, 'mask', (14, 7))])
+def test_block_lean_paths_match_plain_modules(window_size, lsa_pad, hw,
+                                             monkeypatch):
+    """The memory-lean autograd functions (norm2+MLP, and norm1+windows+qkv
+    for LSA) are exact (float64), gradients included."""
+    calls = []
+    window_fn = lean_norm.NormWindowLinearFunction.apply
+    monkeypatch.setattr(lean_norm.NormWindowLinearFunction, 'apply',
+                        lambda *a: calls.append(1) or window_fn(*a))
+    block = TwinsBlock(32, 4, 4, sr_ratio=2, window_size=window_size,
+                       lsa_pad=lsa_pad)
     block = block.double()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    x = torch.randn(2, 10 * 12, 32, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, hw[0] * hw[1], 32, dtype=torch.double,
+                    requires_grad=True)
     inputs = [x, *block.parameters()]
     assert block._lean_mlp(x)
-    out = block(x, (10, 12))
+    out = block(x, hw)
     grad = torch.randn_like(out)
     lean = torch.autograd.grad(out, inputs, grad)
-    mid = x + block.attn(block.norm1(x), (10, 12))
+    assert len(calls) == (window_size > 1)
+    mid = x + block.attn(block.norm1(x), hw)
     plain_out = mid + block.mlp(block.norm2(mid))
     plain = torch.autograd.grad(plain_out, inputs, grad)
     torch.testing.assert_close(out, plain_out, rtol=0, atol=1e-12)

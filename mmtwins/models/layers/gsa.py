@@ -90,7 +90,8 @@ class GlobalSubsampledAttention(nn.Module):
     def forward(self,
                 x: torch.Tensor,
                 hw_shape: Tuple[int, int],
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                residual: Optional[torch.Tensor] = None,
+                norm: Optional[nn.Module] = None) -> torch.Tensor:
         """Attend from every token to the sub-sampled map.
 
         Args:
@@ -98,10 +99,14 @@ class GlobalSubsampledAttention(nn.Module):
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
             residual (Tensor, optional): Added to the output (fused into
                 ``proj`` where possible). Defaults to None.
+            norm (nn.Module, optional): Applied to ``x`` first (the
+                block's ``norm1``). Defaults to None.
 
         Returns:
             Tensor: Shape (B, H*W, C).
         """
+        if norm is not None:
+            x = norm(x)
         b, n, c = x.shape
         heads = self.num_heads
         q, kv = self._project(x, hw_shape)

@@ -21,6 +21,7 @@ where the existing implementations disagree (see ``LSA_PAD_MODES``):
 The parameter names (``qkv`` with q|k|v stacked head-major, ``proj``) are the
 official/timm ones.
 """
+from functools import partial
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fused_linear import linear
+from .lean_norm import NormWindowLinearFunction, recompute_norm
 
 LSA_PAD_MODES = ('mask', 'zero', 'mmseg')
 
@@ -112,16 +114,40 @@ class LocallyGroupedAttention(nn.Module):
             self._masks[key] = mask
         return mask
 
+    def _windows(self, x: torch.Tensor,
+                 hw_shape: Tuple[int, int]) -> torch.Tensor:
+        """(B, H*W, C) tokens -> (B*windows, ws*ws, C), window-major, with
+        zero tokens padded at the bottom/right (one copy, ``C`` wide rather
+        than the ``3C`` of the qkv output). Padded tokens' keys and values
+        are the qkv bias; the pad mode decides whether real tokens see
+        them."""
+        b, _, c = x.shape
+        h, w = hw_shape
+        ws = self.window_size
+        pad_b, pad_r = -h % ws, -w % ws
+        x = x.view(b, h, w, c)
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        nh, nw = (h + pad_b) // ws, (w + pad_r) // ws
+        return x.view(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4,
+                                                    5).reshape(-1, ws * ws, c)
+
     def forward(self,
                 x: torch.Tensor,
                 hw_shape: Tuple[int, int],
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                residual: Optional[torch.Tensor] = None,
+                norm: Optional[nn.Module] = None) -> torch.Tensor:
         """Attend within windows.
 
         Args:
             x (Tensor): Tokens of shape (B, H*W, C) in row-major order.
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
             residual (Tensor, optional): Added to the output. Defaults to
+                None.
+            norm (nn.Module, optional): Applied to ``x`` first (the
+                block's ``norm1``); when gradients are wanted its padded,
+                window-major output is recomputed in backward instead of
+                stored (:class:`NormWindowLinearFunction`). Defaults to
                 None.
 
         Returns:
@@ -131,23 +157,21 @@ class LocallyGroupedAttention(nn.Module):
         h, w = hw_shape
         ws, heads = self.window_size, self.num_heads
         pad_b, pad_r = -h % ws, -w % ws
-        masked = self._masks_padding(pad_b, pad_r)
-        x = x.view(b, h, w, c)
-        if (pad_b or pad_r) and not masked:
-            # Unmasked padding: padded tokens must project to the bias.
-            qkv = linear(F.pad(x, (0, 0, 0, pad_r, 0, pad_b)), self.qkv)
+        nh, nw, d = -(-h // ws), -(-w // ws), c // heads
+        windows = partial(self._windows, hw_shape=hw_shape)
+        if norm is not None and recompute_norm(norm):
+            qkv = NormWindowLinearFunction.apply(
+                x, norm.weight, norm.bias, norm.eps, windows,
+                self.qkv.weight, self.qkv.bias)
         else:
-            qkv = linear(x, self.qkv)
-            if masked:  # values of padded tokens never reach real ones
-                qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
-        nh, nw, d = hp // ws, wp // ws, c // heads
-        # One copy into window-major order (3, B*windows, ws*ws, heads, d);
-        # q/k/v are (B*windows, heads, ws*ws, d) views of it (4-D inputs keep
-        # SDPA on its fused kernels).
-        qkv = qkv.view(b, nh, ws, nw, ws, 3, heads, d).permute(
-            5, 0, 1, 3, 2, 4, 6, 7).reshape(3, b * nh * nw, ws * ws, heads, d)
-        q, k, v = qkv.transpose(2, 3).unbind(0)
+            if norm is not None:
+                x = norm(x)
+            qkv = linear(windows(x), self.qkv)
+        # q/k/v are (B*windows, heads, ws*ws, d) views of the qkv output;
+        # 4-D inputs keep SDPA on its fused kernels.
+        qkv = qkv.view(b * nh * nw, ws * ws, 3, heads, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        masked = self._masks_padding(pad_b, pad_r)
         mask: Optional[torch.Tensor] = None
         if masked:
             mask = self._key_mask(b, h, w, x.device)
@@ -163,7 +187,7 @@ class LocallyGroupedAttention(nn.Module):
         out = self.proj_drop(out)
         out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
         if pad_b or pad_r:
-            out = out.reshape(b, hp, wp, c)[:, :h, :w]
+            out = out.reshape(b, nh * ws, nw * ws, c)[:, :h, :w]
         else:
             out = out.reshape(b, h, w, c) if residual is None else out
         if residual is None:

@@ -11,67 +11,12 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 
-from .fused_linear import linear, linear_weights
+from .fused_linear import linear
 from .gsa import GlobalSubsampledAttention
+from .lean_norm import NormMlpFunction, recompute_norm
 from .lsa import LocallyGroupedAttention
-
-
-class _NormMlpFunction(torch.autograd.Function):
-    """``fc2(gelu(fc1(layer_norm(x))))`` saving only ``x`` and ``fc1(...)``.
-
-    Autograd would keep the LayerNorm output, the GELU input and the GELU
-    output for backward: one token-width and two hidden-width activations
-    per token, most of a Twins block's training memory. This function keeps
-    the LayerNorm input (alive anyway as the residual) and the GELU input,
-    and recomputes the two cheap element-wise results in backward. Same
-    arithmetic, same gradients.
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type='cuda')
-    def forward(ctx, x, ln_w, ln_b, eps, w1, b1, w2, b2):
-        normed, mean, rstd = torch.native_layer_norm(
-            x, x.shape[-1:], ln_w, ln_b, eps)
-        hidden = linear_weights(normed, w1, b1)
-        ctx.save_for_backward(x, mean, rstd, hidden, ln_w, ln_b, w1, w2)
-        ctx.eps = eps
-        ctx.has_bias = (b1 is not None, b2 is not None)
-        return linear_weights(F.gelu(hidden), w2, b2)
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type='cuda')
-    def backward(ctx, grad_out):
-        x, mean, rstd, hidden, ln_w, ln_b, w1, w2 = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        grads = [None] * 8
-        grad_out = grad_out.reshape(-1, grad_out.shape[-1])
-        hidden = hidden.reshape(-1, hidden.shape[-1])
-        if need[6]:
-            grads[6] = grad_out.t() @ F.gelu(hidden)
-        if need[7] and ctx.has_bias[1]:
-            grads[7] = grad_out.sum(0)
-        if not any(need[:6]):
-            return tuple(grads)
-        grad_h = torch.ops.aten.gelu_backward(grad_out @ w2, hidden)
-        del hidden
-        if need[4]:
-            normed = torch.native_layer_norm(x, x.shape[-1:], ln_w, ln_b,
-                                             ctx.eps)[0]
-            grads[4] = grad_h.t() @ normed.reshape(-1, normed.shape[-1])
-            del normed
-        if need[5] and ctx.has_bias[0]:
-            grads[5] = grad_h.sum(0)
-        if any(need[:3]):
-            grad_normed = (grad_h @ w1).view(x.shape)
-            del grad_h
-            ln_backward = torch.ops.aten.native_layer_norm_backward
-            grads[0], grads[1], grads[2] = ln_backward(
-                grad_normed, x, x.shape[-1:], mean, rstd, ln_w, ln_b,
-                [need[0], need[1], need[2]])
-        return tuple(grads)
 
 
 class Mlp(nn.Module):
@@ -157,28 +102,26 @@ class TwinsBlock(nn.Module):
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
 
     def _lean_mlp(self, x: torch.Tensor) -> bool:
-        """Whether ``norm2`` + ``mlp`` can run as :class:`_NormMlpFunction`:
-        when gradients are wanted, without dropout, CPU autocast or
-        tracing (FLOP counters trace the plain modules)."""
-        return (torch.is_grad_enabled() and self.mlp.drop.p == 0
-                and type(self.norm2) is nn.LayerNorm
+        """Whether ``norm2`` + ``mlp`` can run as :class:`NormMlpFunction`:
+        when gradients are wanted (see :func:`recompute_norm`), with the
+        exact GELU and without dropout."""
+        return (recompute_norm(self.norm2) and self.mlp.drop.p == 0
                 and type(self.mlp.act) is nn.GELU
-                and not torch.jit.is_tracing()
-                and not torch.is_autocast_enabled('cpu'))
+                and self.mlp.act.approximate == 'none')
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Tuple[int, int]) -> torch.Tensor:
         if not self.training:
             # Drop path is the identity: the residual additions can be
             # fused into ``proj`` and ``fc2``.
-            x = self.attn(self.norm1(x), hw_shape, residual=x)
+            x = self.attn(x, hw_shape, residual=x, norm=self.norm1)
             return self.mlp(self.norm2(x), residual=x)
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        x = x + self.drop_path(self.attn(x, hw_shape, norm=self.norm1))
         if self._lean_mlp(x):
             norm, mlp = self.norm2, self.mlp
-            out = _NormMlpFunction.apply(x, norm.weight, norm.bias, norm.eps,
-                                         mlp.fc1.weight, mlp.fc1.bias,
-                                         mlp.fc2.weight, mlp.fc2.bias)
+            out = NormMlpFunction.apply(x, norm.weight, norm.bias, norm.eps,
+                                        mlp.fc1.weight, mlp.fc1.bias,
+                                        mlp.fc2.weight, mlp.fc2.bias)
         else:
             out = self.mlp(self.norm2(x))
         return x + self.drop_path(out)
