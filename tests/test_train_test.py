@@ -4,6 +4,7 @@ config."""
 import json
 import os
 import os.path as osp
+import re
 
 import pytest
 from tools_helpers import make_mini, run_tool, write_config
@@ -103,6 +104,11 @@ def test_gathered_report_and_curves(det_run, seg_run, tmp_path):
     with open(out_md) as f:
         text = f.read()
     assert '## Detection' in text and '## Segmentation' in text
+    # Config links resolve from where the report was written.
+    links = re.findall(r'\]\(([^)]+\.py)\)', text)
+    assert len(links) == 2
+    for link in links:
+        assert osp.isfile(osp.join(osp.dirname(out_md), link)), link
 
     png = str(tmp_path / 'curves.png')
     proc = _ok(run_tool(['tools/analysis/analyze_logs.py', 'plot_curve',
@@ -111,3 +117,18 @@ def test_gathered_report_and_curves(det_run, seg_run, tmp_path):
     proc = _ok(run_tool(['tools/analysis/analyze_logs.py', 'cal_train_time',
                          seg_run[0]]))
     assert 'average iter time' in proc.stdout
+
+
+def test_inference_benchmark_tool(det_run, seg_run, tmp_path):
+    """tools/analysis/benchmark.py on the trained checkpoints (test set) and
+    on random images (no checkpoint)."""
+    det_cfg = osp.join(osp.dirname(det_run[0]), 'detection.py')
+    ckpt = open(osp.join(det_run[0], 'last_checkpoint')).read().strip()
+    proc = _ok(run_tool(['tools/analysis/benchmark.py', det_cfg, ckpt,
+                         '--num-images', '2', '--warmup', '1']))
+    assert re.search(r'Overall fps: [\d.]+ img / s on cpu \(the test set, '
+                     r'2 images after 1 warm-up', proc.stdout)
+    seg_cfg = osp.join(osp.dirname(seg_run[0]), 'segmentation.py')
+    proc = _ok(run_tool(['tools/analysis/benchmark.py', seg_cfg, '--shape',
+                         '64', '96', '--num-images', '2', '--warmup', '0']))
+    assert 'random 64x96 images, 2 images' in proc.stdout

@@ -80,8 +80,12 @@ def _columns(task: str, rows: List[Dict[str, Any]]) -> List[tuple]:
             if c[0] != 'segm_mAP' or any(c[0] in r['summary'] for r in rows)]
 
 
-def render(rows: List[Dict[str, Any]]) -> str:
-    """The Markdown report: one table per task present in ``rows``."""
+def render(rows: List[Dict[str, Any]], link_dir: Optional[str] = None) -> str:
+    """The Markdown report: one table per task present in ``rows``.
+
+    Config links are relative to ``link_dir`` (the folder the Markdown is
+    written to) when given, else as the runs recorded them.
+    """
     lines = ['# Results', '',
              'Values in percent; "Paper" is the published number for the '
              'same config, "Diff" ours minus paper.', '']
@@ -100,7 +104,10 @@ def render(rows: List[Dict[str, Any]]) -> str:
             data = r['dataset'].get('data_root') or '-'
             paper = (r['paper'] or {}).get(key)
             ours = r['summary'].get(key)
-            cells = [f'[{name}]({r["config"]})', f'`{data}`',
+            link = r['config']
+            if link_dir is not None:
+                link = osp.relpath(osp.abspath(link), osp.abspath(link_dir))
+            cells = [f'[{name}]({link})', f'`{data}`',
                      *[_fmt(r['summary'].get(k)) for k, _ in cols],
                      _fmt(paper), _diff(ours, paper)]
             lines.append('| ' + ' | '.join(cells) + ' |')
@@ -143,12 +150,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     rows = gather(args.work_dirs)
-    text = render(rows)
-    print(text)
+    print(render(rows))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        out_dir = osp.dirname(osp.abspath(args.out))
+        os.makedirs(out_dir, exist_ok=True)
         with open(args.out, 'w') as f:
-            f.write(text)
+            f.write(render(rows, link_dir=out_dir))
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
