@@ -43,22 +43,22 @@ def _train_and_test(tmp, task, mini, test_args):
     return work, test_dir, report, markdown
 
 
+def _run(tmp_path_factory, mini, task: str, out_name: str):
+    """Train and test ``task``, saving pictures and predictions too."""
+    tmp = str(tmp_path_factory.mktemp(task))
+    vis, out = osp.join(tmp, 'vis'), osp.join(tmp, out_name)
+    return (*_train_and_test(tmp, task, mini,
+                             ['--show-dir', vis, '--out', out]), vis, out)
+
+
 @pytest.fixture(scope='module')
 def det_run(tmp_path_factory, mini):
-    tmp = str(tmp_path_factory.mktemp('det'))
-    vis = osp.join(tmp, 'vis')
-    out = osp.join(tmp, 'preds.pkl')
-    return (*_train_and_test(tmp, 'detection', mini,
-                             ['--show-dir', vis, '--out', out]), vis, out)
+    return _run(tmp_path_factory, mini, 'detection', 'preds.pkl')
 
 
 @pytest.fixture(scope='module')
 def seg_run(tmp_path_factory, mini):
-    tmp = str(tmp_path_factory.mktemp('seg'))
-    vis = osp.join(tmp, 'vis')
-    out = osp.join(tmp, 'pred_png')
-    return (*_train_and_test(tmp, 'segmentation', mini,
-                             ['--show-dir', vis, '--out', out]), vis, out)
+    return _run(tmp_path_factory, mini, 'segmentation', 'pred_png')
 
 
 def _files(folder):
