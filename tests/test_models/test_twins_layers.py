@@ -1,4 +1,6 @@
 """LSA padding modes and GSA against explicit reference implementations."""
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -168,3 +170,51 @@ def test_block_lean_paths_match_plain_modules(window_size, lsa_pad, hw,
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     with torch.no_grad():
         assert not block._lean_mlp(x)
+
+
+@pytest.mark.parametrize('window_size', [1, 7])
+def test_lean_functions_under_mixed_precision(window_size):
+    """Under autocast (bf16 on the CPU standing in for CUDA AMP, which no
+    test machine here has) the lean functions run, take half inputs next to
+    fp32 parameters, and give the plain modules' gradients to bf16
+    precision, in every parameter's own dtype."""
+    torch.manual_seed(0)
+    block = TwinsBlock(32, 4, 4, sr_ratio=2, window_size=window_size)
+    hw = (10, 12)
+    x = torch.randn(2, hw[0] * hw[1], 32, dtype=torch.bfloat16,
+                    requires_grad=True)
+    norm1, norm2, mlp = block.norm1, block.norm2, block.mlp
+    params = list(block.parameters())
+
+    def lean():
+        if window_size > 1:
+            windows = partial(block.attn._windows, hw_shape=hw)
+            qkv = lean_norm.NormWindowLinearFunction.apply(
+                x, norm1.weight, norm1.bias, norm1.eps, windows,
+                block.attn.qkv.weight, block.attn.qkv.bias)
+        else:
+            qkv = torch.zeros(())
+        out = lean_norm.NormMlpFunction.apply(
+            x, norm2.weight, norm2.bias, norm2.eps, mlp.fc1.weight,
+            mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+        return qkv.float().sum() + out.float().square().sum()
+
+    def plain():
+        qkv = torch.zeros(())
+        if window_size > 1:
+            qkv = block.attn.qkv(block.attn._windows(norm1(x), hw))
+        out = mlp.fc2(F.gelu(mlp.fc1(norm2(x))))
+        return qkv.float().sum() + out.float().square().sum()
+
+    grads = {}
+    for name, fn in (('lean', lean), ('plain', plain)):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = fn()
+        grads[name] = torch.autograd.grad(loss, [x, *params],
+                                          allow_unused=True)
+    for (a, b), t in zip(zip(grads['lean'], grads['plain']), [x, *params]):
+        if b is None:
+            continue
+        assert a.dtype == t.dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05,
+                                   atol=0.05 * b.abs().max().item())

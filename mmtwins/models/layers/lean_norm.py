@@ -7,6 +7,9 @@ activation per site and block. The functions here keep only the LayerNorm
 input, which stays alive anyway (it is the residual), and recompute the
 normalised tokens in backward: one LayerNorm and, for LSA, one copy. The
 arithmetic and gradients are those of the plain modules (tested in float64).
+Under mixed precision they follow autocast's choices: LayerNorm in fp32,
+the matrix products in the gradient's (half) dtype, whatever the autocast
+state of the backward pass.
 """
 from typing import Callable
 
@@ -27,6 +30,25 @@ def recompute_norm(norm: nn.Module) -> bool:
             and not torch.is_autocast_enabled('cpu'))
 
 
+def _layer_norm(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor,
+                eps: float):
+    """``native_layer_norm`` in the LayerNorm's dtype: under mixed precision
+    ``x`` may be half while the affine parameters are fp32 (autocast runs
+    LayerNorm in fp32, and so do these functions, in both passes)."""
+    return torch.native_layer_norm(x.to(ln_w.dtype), x.shape[-1:], ln_w,
+                                   ln_b, eps)
+
+
+def _layer_norm_backward(grad: torch.Tensor, x: torch.Tensor,
+                         mean: torch.Tensor, rstd: torch.Tensor,
+                         ln_w: torch.Tensor, ln_b: torch.Tensor, need):
+    """Gradients of :func:`_layer_norm` for x, weight and bias."""
+    dtype = ln_w.dtype
+    return torch.ops.aten.native_layer_norm_backward(
+        grad.to(dtype), x.to(dtype), x.shape[-1:], mean, rstd, ln_w, ln_b,
+        [need[0], need[1], need[2]])
+
+
 class NormMlpFunction(torch.autograd.Function):
     """``fc2(gelu(fc1(layer_norm(x))))`` saving only ``x`` and ``fc1(...)``.
 
@@ -41,8 +63,7 @@ class NormMlpFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type='cuda')
     def forward(ctx, x, ln_w, ln_b, eps, w1, b1, w2, b2):
-        normed, mean, rstd = torch.native_layer_norm(
-            x, x.shape[-1:], ln_w, ln_b, eps)
+        normed, mean, rstd = _layer_norm(x, ln_w, ln_b, eps)
         hidden = linear_weights(normed, w1, b1)
         ctx.save_for_backward(x, mean, rstd, hidden, ln_w, ln_b, w1, w2)
         ctx.eps = eps
@@ -58,27 +79,26 @@ class NormMlpFunction(torch.autograd.Function):
         grad_out = grad_out.reshape(-1, grad_out.shape[-1])
         hidden = hidden.reshape(-1, hidden.shape[-1])
         if need[6]:
-            grads[6] = grad_out.t() @ F.gelu(hidden)
+            grads[6] = grad_out.t() @ F.gelu(hidden).to(grad_out.dtype)
         if need[7] and ctx.has_bias[1]:
             grads[7] = grad_out.sum(0)
         if not any(need[:6]):
             return tuple(grads)
-        grad_h = torch.ops.aten.gelu_backward(grad_out @ w2, hidden)
+        grad_h = torch.ops.aten.gelu_backward(
+            grad_out @ w2.to(grad_out.dtype), hidden.to(grad_out.dtype))
         del hidden
         if need[4]:
-            normed = torch.native_layer_norm(x, x.shape[-1:], ln_w, ln_b,
-                                             ctx.eps)[0]
-            grads[4] = grad_h.t() @ normed.reshape(-1, normed.shape[-1])
+            normed = _layer_norm(x, ln_w, ln_b, ctx.eps)[0]
+            grads[4] = grad_h.t() @ normed.reshape(
+                -1, normed.shape[-1]).to(grad_h.dtype)
             del normed
         if need[5] and ctx.has_bias[0]:
             grads[5] = grad_h.sum(0)
         if any(need[:3]):
-            grad_normed = (grad_h @ w1).view(x.shape)
+            grad_normed = (grad_h @ w1.to(grad_h.dtype)).view(x.shape)
             del grad_h
-            ln_backward = torch.ops.aten.native_layer_norm_backward
-            grads[0], grads[1], grads[2] = ln_backward(
-                grad_normed, x, x.shape[-1:], mean, rstd, ln_w, ln_b,
-                [need[0], need[1], need[2]])
+            grads[0], grads[1], grads[2] = _layer_norm_backward(
+                grad_normed, x, mean, rstd, ln_w, ln_b, need)
         return tuple(grads)
 
 
@@ -96,8 +116,7 @@ class NormWindowLinearFunction(torch.autograd.Function):
                 ln_b: torch.Tensor, eps: float,
                 windows: Callable[[torch.Tensor], torch.Tensor],
                 weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        normed, mean, rstd = torch.native_layer_norm(
-            x, x.shape[-1:], ln_w, ln_b, eps)
+        normed, mean, rstd = _layer_norm(x, ln_w, ln_b, eps)
         ctx.save_for_backward(x, mean, rstd, ln_w, ln_b, weight)
         ctx.eps, ctx.windows = eps, windows
         ctx.has_bias = bias is not None
@@ -109,21 +128,20 @@ class NormWindowLinearFunction(torch.autograd.Function):
         x, mean, rstd, ln_w, ln_b, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         grads = [None] * 7
-        normed = torch.native_layer_norm(x, x.shape[-1:], ln_w, ln_b,
-                                         ctx.eps)[0].requires_grad_(True)
+        normed = _layer_norm(x, ln_w, ln_b,
+                             ctx.eps)[0].requires_grad_(True)
         with torch.enable_grad():
             win = ctx.windows(normed)
         flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
         if need[5]:
             grads[5] = flat_grad.t() @ win.detach().reshape(
-                -1, win.shape[-1])
+                -1, win.shape[-1]).to(flat_grad.dtype)
         if need[6] and ctx.has_bias:
             grads[6] = flat_grad.sum(0)
         if any(need[:3]):
-            grad_normed, = torch.autograd.grad(win, normed, grad_out @ weight)
-            del win, normed
-            ln_backward = torch.ops.aten.native_layer_norm_backward
-            grads[0], grads[1], grads[2] = ln_backward(
-                grad_normed, x, x.shape[-1:], mean, rstd, ln_w, ln_b,
-                [need[0], need[1], need[2]])
+            grad_win = (grad_out @ weight.to(grad_out.dtype)).to(win.dtype)
+            grad_normed, = torch.autograd.grad(win, normed, grad_win)
+            del win, normed, grad_win
+            grads[0], grads[1], grads[2] = _layer_norm_backward(
+                grad_normed, x, mean, rstd, ln_w, ln_b, need)
         return tuple(grads)
