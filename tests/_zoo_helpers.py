@@ -134,9 +134,3 @@ def zoo_table() -> Any:
     spec.loader.exec_module(module)
     return module
 
-
-def sasa_available() -> bool:
-    """Whether the SASA modules the SASA configs name are registered."""
-    import mmtwins.models as models
-    return all(hasattr(models, name)
-               for name in ('SASAResNet', 'SASAFPN', 'SASARetinaHead'))

@@ -187,10 +187,12 @@ def test_converter_cli(tmp_path, repo_root, capsys):
         assert torch.equal(model.state_dict()[k], v)
 
     torch.save({'layers.0.0.oops.weight': torch.zeros(1)}, src)
-    assert run_cli(repo_root, src, dst) == 1
+    with pytest.raises(SystemExit, match='2'):
+        run_cli(repo_root, src, dst)
     err = capsys.readouterr().err
     assert 'layers.0.0.oops.weight' in err and len(err.splitlines()) == 1
-    assert run_cli(repo_root, osp.join(tmp_path, 'nope.pth'), dst) == 1
+    with pytest.raises(SystemExit, match='2'):
+        run_cli(repo_root, osp.join(tmp_path, 'nope.pth'), dst)
     assert 'checkpoint not found' in capsys.readouterr().err
 
 

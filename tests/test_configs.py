@@ -17,7 +17,6 @@ from _zoo_helpers import (
     load,
     param_count,
     primitive_configs,
-    sasa_available,
     scope,
     stem,
     table_configs,
@@ -100,9 +99,6 @@ def _twin_1x(path):
 @pytest.mark.parametrize('path', [_params(p) for p in CONFIGS])
 def test_build_loss_and_predict(path):
     cfg = load(path)
-    if 'sasa' in path and not sasa_available():
-        pytest.skip('waits on the SASA modules (SASAResNet, SASAFPN, '
-                    'SASARetinaHead) in mmtwins.models')
     twin = _twin_1x(path)
     if twin is not None and load(twin).model == cfg.model:
         # Same model as its 1x row, which builds and runs it; only the

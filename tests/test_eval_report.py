@@ -5,14 +5,14 @@ import json
 import pytest
 from tools_helpers import load_tool
 
-from mmtwins.utils.eval_report import (
+from tools.cli.eval_report import (
     build_report,
     load_report,
     render_markdown,
     summarize,
     write_eval_report,
 )
-from mmtwins.utils.paper_results import load_paper_results, paper_result
+from tools.cli.paper_results import load_paper_results, paper_result
 
 report_tool = load_tool('analysis/report.py')
 

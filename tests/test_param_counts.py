@@ -11,15 +11,12 @@ integer). SASA rows: the conv-stem attention backbone saves the paper's
 from __future__ import annotations
 
 import pytest
-from _zoo_helpers import param_count, sasa_available, zoo_table
+from _zoo_helpers import param_count, zoo_table
 
 ZOO = zoo_table()
 MODELS = [m for folder in ('detection', 'segmentation')
           for m in ZOO.load_metafile(folder)['Models']]
 TWINS = [m for m in MODELS if '_twins_' in m['Name']]
-needs_sasa = pytest.mark.skipif(
-    not sasa_available(), reason='waits on the SASA modules in '
-    'mmtwins.models (SASAResNet, SASAFPN, SASARetinaHead)')
 
 
 def _id(model):
@@ -92,13 +89,10 @@ def test_baseline_params_close_to_paper(model):
 @pytest.mark.slow
 @pytest.mark.parametrize('model', MODELS, ids=_id)
 def test_measured_params_column_is_the_built_model(model):
-    if 'sasa' in model['Name'] and not sasa_available():
-        pytest.skip('waits on the SASA modules in mmtwins.models')
     measured = model['Metadata']['Params (M)']
     assert abs(param_count(model['Name']) / 1e6 - measured) < 6e-4
 
 
-@needs_sasa
 def test_sasa_conv_stem_saves_paper_params_over_resnet50():
     resnet = param_count('retinanet_r50_1x_coco')
     assert param_count('retinanet_r50_scratch_1x_coco') == resnet
@@ -106,7 +100,6 @@ def test_sasa_conv_stem_saves_paper_params_over_resnet50():
     assert abs((resnet - sasa) / 1e6 - 7.5) <= 0.2, (resnet, sasa)
 
 
-@needs_sasa
 def test_sasa_attention_head_rows_are_recorded():
     conv_head = param_count('retinanet_sasa_r50_convstem_1x_coco')
     for stem_kind in ('convstem', 'attnstem'):

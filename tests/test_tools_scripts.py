@@ -9,7 +9,8 @@ import pytest
 from tools_helpers import REPO
 
 SCRIPTS = ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh',
-           'slurm_test.sh', 'quickstart.sh', 'dist_common.sh']
+           'slurm_test.sh', 'quickstart.sh', 'dist_common.sh',
+           'slurm_common.sh', 'setup_env.sh', 'run_tests.sh']
 
 
 def _stub(path, body):

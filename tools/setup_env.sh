@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the pinned OpenMMLab stack and mmtwins itself into the current Python.
+# Install what pyproject.toml pins (the runtime dependencies and the `tests`
+# extra) and mmtwins itself (editable) into the current Python.
+# pyproject.toml is the one place with versions; this script only reads it.
 # Already-satisfied set-up returns in seconds; a fresh machine builds mmcv's ops
 # once (about 8 minutes on 2 cores) and pip caches the wheel for later runs.
 # GPU users: install your CUDA build of torch (>= 2.0) first; it is kept.
@@ -7,46 +9,51 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-here=$(pwd)
-# Run the check from / so that the clone itself does not count as installed.
-missing=$(cd / && MMTWINS_ROOT="$here" "$PY" - <<'PYEOF'
+# Prints the requirements that are not satisfied, one per line, as pip
+# specifiers ("mmtwins" for the package itself). Runs from / so that the
+# clone itself does not count as installed.
+missing=$(cd / && MMTWINS_ROOT="$OLDPWD" "$PY" - <<'PYEOF'
 import importlib.metadata as md
 import importlib.util
 import os
 
-want = {'mmengine': '0.10.7', 'mmcv': '2.1.0', 'mmdet': '3.3.0',
-        'mmsegmentation': '1.2.2'}
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    from pip._vendor import tomli as tomllib
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # not installed yet
+    from pip._vendor.packaging.requirements import Requirement
+
+root = os.environ['MMTWINS_ROOT']
+with open(os.path.join(root, 'pyproject.toml'), 'rb') as f:
+    project = tomllib.load(f)
+specs = (project['project']['dependencies']
+         + project['project']['optional-dependencies']['tests'])
+torch_pin = project['tool']['mmtwins']['setup']['torch']
 out = []
-
-
-def has(dist, ver=None):
+for spec in specs:
+    req = Requirement(spec)
     try:
-        found = md.version(dist)
+        found = md.version(req.name)
     except md.PackageNotFoundError:
-        return False
-    return ver is None or found == ver
-
-
-if not has('torch'):
-    out.append('torch')
-for dist, ver in want.items():
-    if not has(dist, ver):
-        out.append(dist)
-if 'mmcv' not in out:
-    # mmcv without compiled ops imports, but RoIAlign, NMS and friends fail.
-    spec = importlib.util.find_spec('mmcv')
-    ext = [f for f in os.listdir(os.path.dirname(spec.origin))
-           if f.startswith('_ext')] if spec else []
-    if not ext:
-        out.append('mmcv')
-for dist in ('ftfy', 'regex', 'pytest', 'ruff', 'pycocotools'):
-    if not has(dist):
-        out.append(dist)
-spec = importlib.util.find_spec('mmtwins')
-here = os.path.realpath(os.path.join(os.environ['MMTWINS_ROOT'], 'mmtwins'))
-if spec is None or os.path.realpath(os.path.dirname(spec.origin)) != here:
+        found = None
+    if found is None or not req.specifier.contains(found, prereleases=True):
+        out.append(torch_pin if req.name == 'torch' and found is None
+                   else spec)
+    elif req.name == 'mmcv':
+        # mmcv without compiled ops imports, but RoIAlign, NMS and friends
+        # fail.
+        spec_ = importlib.util.find_spec('mmcv')
+        folder = os.path.dirname(spec_.origin) if spec_ else ''
+        if not any(f.startswith('_ext') for f in os.listdir(folder or '.')):
+            out.append(spec)
+spec_ = importlib.util.find_spec('mmtwins')
+here = os.path.realpath(os.path.join(root, 'mmtwins'))
+if spec_ is None or os.path.realpath(os.path.dirname(spec_.origin)) != here:
     out.append('mmtwins')
-print(' '.join(out))
+print('\n'.join(out))
 PYEOF
 )
 
@@ -54,22 +61,25 @@ if [ -z "$missing" ]; then
   echo "[setup] environment ready"
   exit 0
 fi
-echo "[setup] installing: $missing"
+echo "[setup] installing: $(echo "$missing" | tr '\n' ' ')"
 pip_install() { "$PY" -m pip install --disable-pip-version-check "$@"; }
 
-if [[ " $missing " == *" torch "* ]]; then
-  pip_install torch==2.13.0
-fi
+mapfile -t specs < <(echo "$missing" | grep -v -e '^mmtwins$' -e '^mmcv' || true)
+mmcv=$(echo "$missing" | grep '^mmcv' || true)
 # mmcv's setup.py needs pkg_resources, which setuptools >= 81 no longer ships.
 pip_install "setuptools>=77,<81" wheel
-if [[ " $missing " == *" mmengine "* ]]; then
-  pip_install mmengine==0.10.7
+torch=$(printf '%s\n' "${specs[@]}" | grep '^torch' || true)
+if [ -n "$torch" ]; then
+  pip_install "$torch"
 fi
-if [[ " $missing " == *" mmcv "* ]]; then
-  echo "[setup] building mmcv 2.1.0 with ops (first time only, ~8 min on 2 cores)"
+if [ -n "$mmcv" ]; then
+  pip_install "$(printf '%s\n' "${specs[@]}" | grep '^mmengine' || echo packaging)"
+  echo "[setup] building $mmcv with ops (first time only, ~8 min on 2 cores)"
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-    pip_install --no-build-isolation mmcv==2.1.0
+    pip_install --no-build-isolation "$mmcv"
 fi
-pip_install mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex pycocotools pytest ruff
+if [ ${#specs[@]} -gt 0 ]; then
+  pip_install "${specs[@]}"
+fi
 pip_install --no-deps --no-build-isolation -e .
 echo "[setup] environment ready"

@@ -2,7 +2,8 @@
 # Testing on a Slurm cluster:
 #   [GPUS=8] bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]
 # Environment knobs: GPUS (total, default 8), GPUS_PER_NODE (default 8),
-# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options).
+# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options); see
+# tools/slurm_common.sh.
 set -euo pipefail
 if [ $# -lt 4 ]; then
   echo "usage: $0 PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py arguments]" >&2
@@ -10,23 +11,8 @@ if [ $# -lt 4 ]; then
 fi
 PARTITION=$1
 JOB_NAME=$2
-CONFIG=$3
-CHECKPOINT=$4
-shift 4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-}
 TOOLS=$(cd "$(dirname "$0")" && pwd)
-export PYTHONPATH="$(cd "$TOOLS/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-# shellcheck disable=SC2086
-exec srun -p "$PARTITION" \
-  --job-name="$JOB_NAME" \
-  --gres=gpu:"$GPUS_PER_NODE" \
-  --ntasks="$GPUS" \
-  --ntasks-per-node="$GPUS_PER_NODE" \
-  --cpus-per-task="$CPUS_PER_TASK" \
-  --kill-on-bad-exit=1 \
-  $SRUN_ARGS \
-  "${PYTHON:-python3}" -u "$TOOLS/test.py" "$CONFIG" "$CHECKPOINT" \
-  --launcher slurm "$@"
+TOOL="$TOOLS/test.py"
+ARGS=("$3" "$4")
+shift 4
+source "$TOOLS/slurm_common.sh"

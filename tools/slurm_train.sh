@@ -2,7 +2,8 @@
 # Training on a Slurm cluster:
 #   [GPUS=8] bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
 # Environment knobs: GPUS (total, default 8), GPUS_PER_NODE (default 8),
-# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options).
+# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options); see
+# tools/slurm_common.sh.
 set -euo pipefail
 if [ $# -lt 4 ]; then
   echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [tools/train.py arguments]" >&2
@@ -10,23 +11,8 @@ if [ $# -lt 4 ]; then
 fi
 PARTITION=$1
 JOB_NAME=$2
-CONFIG=$3
-WORK_DIR=$4
-shift 4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-}
 TOOLS=$(cd "$(dirname "$0")" && pwd)
-export PYTHONPATH="$(cd "$TOOLS/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-# shellcheck disable=SC2086
-exec srun -p "$PARTITION" \
-  --job-name="$JOB_NAME" \
-  --gres=gpu:"$GPUS_PER_NODE" \
-  --ntasks="$GPUS" \
-  --ntasks-per-node="$GPUS_PER_NODE" \
-  --cpus-per-task="$CPUS_PER_TASK" \
-  --kill-on-bad-exit=1 \
-  $SRUN_ARGS \
-  "${PYTHON:-python3}" -u "$TOOLS/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
-  --launcher slurm "$@"
+TOOL="$TOOLS/train.py"
+ARGS=("$3" --work-dir="$4")
+shift 4
+source "$TOOLS/slurm_common.sh"

@@ -6,8 +6,14 @@ the task follows the config's ``default_scope``. The test itself is
 mmengine's ``Runner.test()`` with the config's evaluator (COCO metric,
 IoU metric). Afterwards the main process writes ``metrics.json`` and a
 readable ``report.md`` into the work dir (see
-:mod:`mmtwins.utils.eval_report`); segmentation reports carry per-class
+:mod:`tools.cli.eval_report`); segmentation reports carry per-class
 IoU and accuracy.
+
+The checkpoint must fit the model key for key and shape for shape: a
+checkpoint of another model is refused with the counts and the first
+missing, unexpected and mis-shaped keys (``--allow-partial-load`` loads the
+keys that fit, on purpose). User errors end in one ``error:`` line and exit
+status 2 (``--debug``: traceback).
 
 Examples::
 
@@ -28,6 +34,8 @@ if REPO_ROOT not in sys.path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
+
+    from tools.cli.errors import add_debug_flag
     parser = argparse.ArgumentParser(
         description='Test an mmdet detector or mmseg segmentor and write '
         'metrics.json and report.md into the work dir.')
@@ -49,13 +57,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='test-time augmentation (flip; the config\'s '
                         'tta_model / tta_pipeline when it has them)')
     parser.add_argument(
+        '--allow-partial-load', action='store_true',
+        help='evaluate a checkpoint whose keys do not all fit the model '
+        '(warns instead of refusing it)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config keys, e.g. test_dataloader.batch_size=2; '
-        'unknown keys are an error')
+        help='override config keys, e.g. test_dataloader.batch_size=2 (keys '
+        'new to the config are named on stderr)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -70,29 +83,32 @@ def _innermost_dataset(loader_cfg):
 
 
 def _enable_visualization(cfg, args, task: str) -> None:
-    from mmtwins.utils.tool_errors import ToolError
-    hook = cfg.get('default_hooks', {}).get('visualization')
-    if hook is None:
+    """Turn on the config's visualization hook as mmdet's / mmseg's test
+    tools do (mmdet's wiring is imported; mmseg keeps its in its tool)."""
+    from tools.cli.errors import ToolError
+    if 'visualization' not in cfg.get('default_hooks', {}):
         raise ToolError('--show/--show-dir need a `visualization` entry in '
                         'default_hooks (mmdet/mmseg default_runtime has one)')
+    if args.show_dir:
+        args.show_dir = osp.abspath(args.show_dir)
+    if task == 'detection':
+        from mmdet.engine.hooks.utils import trigger_visualization_hook
+        trigger_visualization_hook(cfg, args)  # DetVisualizationHook
+        return
+    hook = cfg.default_hooks['visualization']  # SegVisualizationHook
     hook['draw'] = True
-    if task == 'segmentation':
-        hook['interval'] = 1  # mmseg's hook draws every 50th batch only
+    hook['interval'] = 1  # mmseg's hook draws every 50th batch only
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time
     if args.show_dir:
-        show_dir = osp.abspath(args.show_dir)
-        if task == 'detection':
-            hook['test_out_dir'] = show_dir  # DetVisualizationHook
-        else:
-            cfg.visualizer['save_dir'] = show_dir  # SegLocalVisualizer
+        cfg.visualizer['save_dir'] = args.show_dir  # SegLocalVisualizer
 
 
 def _enable_tta(cfg, task: str) -> None:
     from mmengine.config import ConfigDict
 
-    from mmtwins.utils.tool_errors import ToolError
+    from tools.cli.errors import ToolError
     if task == 'detection':
         cfg.setdefault(
             'tta_model',
@@ -117,7 +133,9 @@ def _enable_tta(cfg, task: str) -> None:
 
 
 def _add_output(cfg, out: str, task: str) -> None:
-    from mmtwins.utils.tool_errors import ToolError
+    """mmdet's ``DumpDetResults`` metric, or mmseg's IoUMetric writing the
+    label maps (as their test tools do)."""
+    from tools.cli.errors import ToolError
     if task == 'detection':
         if not out.endswith(('.pkl', '.pickle')):
             raise ToolError(f'--out must name a .pkl file, got {out}')
@@ -129,23 +147,26 @@ def _add_output(cfg, out: str, task: str) -> None:
         ]
     else:
         cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
 
 
 def build_test_config(args: argparse.Namespace):
     """The config for ``args``, checked and with the CLI flags applied."""
-    from mmtwins.utils.config_checks import (
+    from tools.cli.config_checks import (
         check_dataset_paths,
         check_file,
         load_config,
+        make_work_dir,
         resolve_work_dir,
         task_of,
     )
-    from mmtwins.utils.dist_env import setup_distributed
+    from tools.cli.dist_env import setup_distributed
 
     cfg = load_config(args.config, args.cfg_options)
     task = task_of(cfg)
     check_file(args.checkpoint, 'checkpoint file')
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
+    make_work_dir(cfg.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show or args.show_dir:
@@ -165,20 +186,22 @@ def build_test_config(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from mmengine.dist import is_main_process
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+    from tools.cli.errors import exit_on_user_error
 
-    import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
-    from mmtwins.utils.eval_report import build_report, write_eval_report
-    from mmtwins.utils.tool_errors import exit_on_user_error
+    with exit_on_user_error(args.debug) as ctx:
+        from mmengine.dist import is_main_process
 
-    with exit_on_user_error():
+        import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
+        from tools.cli.checkpoint_checks import require_fit
+        from tools.cli.eval_report import build_report, write_eval_report
+        from tools.cli.runner import build_runner
+
         cfg, task = build_test_config(args)
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
+        ctx.cfg = cfg
+        runner = build_runner(cfg)
+        require_fit(runner.model, args.checkpoint, args.config,
+                    allow_partial=args.allow_partial_load,
+                    partial_flag='--allow-partial-load')
         metrics = runner.test()
     if is_main_process():
         ds_cfg = _innermost_dataset(cfg.test_dataloader)

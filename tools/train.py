@@ -4,9 +4,14 @@
 One script for both tasks: the task follows the config's ``default_scope``.
 It builds mmengine's ``Runner`` from the config, so logging (with ETA),
 checkpointing, validation and distributed training are mmengine's own.
-``mmtwins`` is imported first, which registers the Twins backbones (a config
-need not list it in ``custom_imports``) and lets ``--resume`` read
-mmengine checkpoints under torch's safe loading.
+``mmtwins`` is imported first, which registers the Twins backbones and the
+mmtwins hooks (a config need not list it in ``custom_imports``) and lets
+``--resume`` read mmengine checkpoints under torch's safe loading.
+
+``--resume`` without a value resumes from the newest checkpoint in the work
+dir that loads (and says which ones it skipped, or that there is nothing to
+resume); a checkpoint that does not fit the model is refused. User errors
+end in one ``error:`` line and exit status 2 (``--debug``: traceback).
 
 Examples::
 
@@ -26,6 +31,8 @@ if REPO_ROOT not in sys.path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
+
+    from tools.cli.errors import add_debug_flag
     parser = argparse.ArgumentParser(
         description='Train an mmdet detector or mmseg segmentor.')
     parser.add_argument('config', help='train config file path')
@@ -42,13 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         '(needs auto_scale_lr.base_batch_size in the config)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config keys, e.g. train_cfg.max_iters=100; unknown '
-        'keys are an error')
+        help='override config keys, e.g. train_cfg.max_iters=100 (keys new '
+        'to the config are named on stderr)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
     # torch.distributed.launch passes --local_rank, torchrun sets LOCAL_RANK
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -59,19 +67,21 @@ def build_train_config(args: argparse.Namespace):
     """The config for ``args``, checked and with the CLI flags applied."""
     import torch
 
-    from mmtwins.utils.config_checks import (
+    from tools.cli.checkpoint_checks import choose_resume_checkpoint
+    from tools.cli.config_checks import (
         check_dataset_paths,
-        check_file,
         load_config,
+        make_work_dir,
         resolve_work_dir,
         task_of,
     )
-    from mmtwins.utils.dist_env import setup_distributed
-    from mmtwins.utils.tool_errors import ToolError
+    from tools.cli.dist_env import setup_distributed
+    from tools.cli.errors import ToolError
 
     cfg = load_config(args.config, args.cfg_options)
     task_of(cfg)
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
+    make_work_dir(cfg.work_dir)
 
     if args.amp:
         if not torch.cuda.is_available():
@@ -103,13 +113,9 @@ def build_train_config(args: argparse.Namespace):
         scale['enable'] = True
         cfg.auto_scale_lr = scale
 
-    if args.resume == 'auto':
+    if args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        check_file(args.resume, 'checkpoint to resume from')
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = choose_resume_checkpoint(args.resume, cfg.work_dir)
 
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
@@ -121,18 +127,17 @@ def build_train_config(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+    from tools.cli.errors import exit_on_user_error
 
-    import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
-    from mmtwins.utils.tool_errors import exit_on_user_error
+    with exit_on_user_error(args.debug) as ctx:
+        import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
+        from tools.cli.checkpoint_checks import require_fit
+        from tools.cli.runner import build_runner
 
-    with exit_on_user_error():
-        cfg = build_train_config(args)
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
+        cfg = ctx.cfg = build_train_config(args)
+        runner = build_runner(cfg)
+        if args.resume is not None:
+            require_fit(runner.model, cfg.load_from, args.config)
         runner.train()
 
 

@@ -1,3 +1,7 @@
 # ResNet-50 Mask R-CNN, 1x (Twins Table 4 baseline row).
-# Thin config: the upstream mmdet config, unchanged.
+# Thin config: the upstream mmdet config, plus the mmtwins hooks below.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

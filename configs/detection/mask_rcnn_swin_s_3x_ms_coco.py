@@ -1,4 +1,8 @@
 # Swin-S Mask R-CNN, 3x multi-scale + crop, mixed precision (Twins
 # Table 4 baseline row).
-# Thin config: the upstream mmdet config, unchanged.
+# Thin config: the upstream mmdet config, plus the mmtwins hooks below.
 _base_ = 'mmdet::swin/mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py'
+
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

@@ -1,4 +1,8 @@
 # ResNeXt-101-32x4d Mask R-CNN, 3x multi-scale (Twins Table 4 baseline
 # row; mmdet's 3x recipe: SGD, shorter side 640..800).
-# Thin config: the upstream mmdet config, unchanged.
+# Thin config: the upstream mmdet config, plus the mmtwins hooks below.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_x101-32x4d_fpn_ms-poly-3x_coco.py'
+
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

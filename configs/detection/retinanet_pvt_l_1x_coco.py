@@ -1,3 +1,7 @@
 # PVT-Large RetinaNet, 1x (Twins Table 8 baseline row).
-# Thin config: the upstream mmdet config, unchanged.
+# Thin config: the upstream mmdet config, plus the mmtwins hooks below.
 _base_ = 'mmdet::pvt/retinanet_pvt-l_fpn_1x_coco.py'
+
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

@@ -1,4 +1,8 @@
 # ResNet-50 RetinaNet, 3x multi-scale (Twins Table 3 baseline row;
 # mmdet's 3x recipe: SGD, shorter side 640..800).
-# Thin config: the upstream mmdet config, unchanged.
+# Thin config: the upstream mmdet config, plus the mmtwins hooks below.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_ms-640-800-3x_coco.py'
+
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

@@ -6,6 +6,10 @@
 # baseline starts from ImageNet weights: for that, see retinanet_r50_1x_coco.py.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 model = dict(
     backbone=dict(
         frozen_stages=-1,

@@ -83,5 +83,6 @@ optim_wrapper = dict(optimizer=dict(lr=1e-3))
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(type='mmtwins.SafeCheckpointHook', interval=max_iters,
+                    max_keep_ckpts=1))
 randomness = dict(seed=0)

@@ -67,5 +67,6 @@ optim_wrapper = dict(
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(type='mmtwins.SafeCheckpointHook', interval=max_epochs,
+                    max_keep_ckpts=1))
 randomness = dict(seed=0)

@@ -11,7 +11,10 @@ _base_ = 'mmseg::sem_fpn/fpn_r101_4xb4-160k_ade20k-512x512.py'
 model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
 
 train_cfg = dict(max_iters=80000, val_interval=8000)
-default_hooks = dict(checkpoint=dict(interval=8000))
+default_hooks = dict(
+    checkpoint=dict(type='mmtwins.SafeCheckpointHook', interval=8000))
+# The heads/dataset class-count check of mmtwins.
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

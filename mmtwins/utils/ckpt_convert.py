@@ -23,6 +23,8 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
+from mmtwins.errors import CheckpointError
+
 StateDict = Dict[str, torch.Tensor]
 FORMATS = ('official', 'mmseg', 'mmpretrain')
 BACKBONE_PREFIX = 'backbone.'
@@ -61,7 +63,7 @@ _IN_PROJ = re.compile(
     r'layers\.(\d+)\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$')
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(CheckpointError):
     """A checkpoint whose keys do not fit the layout it is read as."""
 
 

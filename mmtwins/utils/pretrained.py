@@ -4,7 +4,9 @@ mmengine's ``Pretrained`` initialiser loads non-strictly and only warns, so a
 checkpoint in the wrong layout loads *nothing* without failing. The Twins
 backbones load through :func:`load_twins_pretrained` instead, which:
 
-* reads local files and URLs with mmengine's checkpoint loaders;
+* reads local files and URLs with :func:`~.checkpoint_fit.read_checkpoint`
+  (safe loading; a missing file, an unreachable URL or a corrupt file is a
+  :class:`~mmtwins.errors.CheckpointError` naming it);
 * accepts raw, ``state_dict`` and ``model`` wrappers and full detector or
   segmentor checkpoints (their ``backbone.*`` part);
 * converts mmseg and mmpretrain layouts to the official names;
@@ -20,8 +22,8 @@ from typing import List
 
 import torch.nn as nn
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import CheckpointLoader
 
+from .checkpoint_fit import compare_state_dicts, read_checkpoint
 from .ckpt_convert import (
     CheckpointFormatError,
     _named,
@@ -37,12 +39,13 @@ def load_twins_pretrained(model: nn.Module, filename: str,
     """Load ``filename`` into a Twins backbone, strictly (module docstring).
 
     Raises:
+        CheckpointError: when the file cannot be read, naming it.
         CheckpointFormatError: when keys are missing, unexpected or have the
             wrong shape, naming them.
     """
     name = type(model).__name__
-    checkpoint = CheckpointLoader.load_checkpoint(
-        filename, map_location='cpu', logger=logger)
+    checkpoint = read_checkpoint(
+        filename, what='pretrained checkpoint (init_cfg.checkpoint)')
     state = unwrap_state_dict(checkpoint)
     state, rest = split_backbone(state)
     if rest:
@@ -68,24 +71,13 @@ def load_twins_pretrained(model: nn.Module, filename: str,
         logger.info(f'{name}: dropped {len(unbuilt)} keys of stages >= '
                     f'{built}, which out_indices leaves unbuilt')
 
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    fresh_norms = [k for k in missing if k.startswith('norm_list.')]
-    missing = [k for k in missing if k not in fresh_norms]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-              for k in state if k in own and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f'missing keys: {_named(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys: {_named(unexpected)}')
-    if shapes:
-        problems.append(f'shape mismatch: {_named(shapes, 3)}')
-    if problems:
+    diff = compare_state_dicts(model.state_dict(), state)
+    fresh_norms = [k for k in diff.missing if k.startswith('norm_list.')]
+    diff.missing = [k for k in diff.missing if k not in fresh_norms]
+    if diff:
         raise CheckpointFormatError(
             f'{filename} does not fit {name} ({fmt} layout): '
-            + '; '.join(problems))
+            + diff.summary(limit=6))
     model.load_state_dict(state, strict=False)
     if fresh_norms:
         logger.info(f'{name}: {filename} has no per-stage norm_list; it '

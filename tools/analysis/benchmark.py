@@ -100,13 +100,13 @@ def main(argv=None) -> None:
     import torch
 
     import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
-    from mmtwins.utils.config_checks import (
+    from tools.cli.config_checks import (
         check_dataset_paths,
         check_file,
         load_config,
         task_of,
     )
-    from mmtwins.utils.tool_errors import exit_on_user_error
+    from tools.cli.errors import exit_on_user_error
 
     with exit_on_user_error():
         cfg = load_config(args.config, args.cfg_options)

@@ -7,7 +7,7 @@
 task: detection (box AP, AP50, AP75, APs/m/l, mask AP) and segmentation
 (mIoU, mAcc, aAcc). Each row also shows the paper's number for the same
 config (matched by config file name in the model-zoo metafiles
-``configs/*/metafile.yml``, see :mod:`mmtwins.utils.paper_results`) and the
+``configs/*/metafile.yml``, see :mod:`tools.cli.paper_results`) and the
 difference in points; runs of configs without a paper row (e.g. the
 quickstart) show ``-`` there. A run tested with ``--tta`` is compared with
 the paper's multi-scale + flip mIoU.
@@ -28,8 +28,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmtwins.utils.eval_report import DET_COLUMNS, SEG_COLUMNS, load_report  # noqa: E402
-from mmtwins.utils.paper_results import load_paper_results, paper_result  # noqa: E402
+from tools.cli.eval_report import DET_COLUMNS, SEG_COLUMNS, load_report  # noqa: E402
+from tools.cli.paper_results import load_paper_results, paper_result  # noqa: E402
 
 # (summary key, column title) per task; the first one is the headline.
 _DET = [(f'bbox_{k}', 'box ' + v if k == 'mAP' else v)

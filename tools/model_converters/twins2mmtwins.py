@@ -7,9 +7,13 @@ SRC may be a raw state dict or a ``{'state_dict': ...}`` / ``{'model': ...}``
 file, a backbone-only checkpoint or a full detector/segmentor checkpoint
 (``backbone.`` prefix; its neck/head keys are kept). The conversion is
 lossless; unknown keys are refused with their names. The output is saved as
-``{'state_dict': ..., 'meta': {...}}``.
+``{'state_dict': ..., 'meta': {...}}`` (written to a temporary file and
+renamed, so DST is never half-written). A missing, unreadable or foreign
+SRC, or a DST folder that does not exist, ends in one ``error:`` line and
+exit status 2 (``--debug``: traceback).
 """
 import argparse
+import io
 import os.path as osp
 import sys
 
@@ -18,10 +22,17 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
+from mmtwins.engine.atomic_files import atomic_write  # noqa: E402
+from mmtwins.utils.checkpoint_fit import read_checkpoint  # noqa: E402
 from mmtwins.utils.ckpt_convert import (  # noqa: E402
     FORMATS,
     CheckpointFormatError,
     convert_checkpoint,
+)
+from tools.cli.errors import (  # noqa: E402
+    ToolError,
+    add_debug_flag,
+    exit_on_user_error,
 )
 
 
@@ -35,25 +46,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         default='auto',
         choices=('auto', ) + FORMATS,
         help='key layout of SRC (default: detect it)')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
+
+
+def convert(src: str, dst: str, src_format: str = 'auto') -> str:
+    """Convert ``src`` into ``dst``; returns the summary line."""
+    folder = osp.dirname(osp.abspath(dst))
+    if not osp.isdir(folder):
+        raise ToolError(f'output folder does not exist: {folder} (for '
+                        f'{dst}); create it first')
+    checkpoint = read_checkpoint(src)
+    try:
+        state, report = convert_checkpoint(checkpoint, src_format)
+    except CheckpointFormatError as err:
+        raise ToolError(f'{src}: {err}') from err
+    meta = dict(converted_from=osp.basename(src), **report)
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=state, meta=meta), buffer)
+    atomic_write(dst, buffer.getvalue())
+    return (f'converted {report["num_backbone_keys"]} backbone tensors from '
+            f'{report["format"]} layout; dropped {len(report["dropped"])} '
+            f'classifier keys {report["dropped"]}; wrote {dst}')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not osp.isfile(args.src):
-        print(f'error: checkpoint not found: {args.src}', file=sys.stderr)
-        return 1
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
-    try:
-        state, report = convert_checkpoint(checkpoint, args.src_format)
-    except CheckpointFormatError as err:
-        print(f'error: {args.src}: {err}', file=sys.stderr)
-        return 1
-    meta = dict(converted_from=osp.basename(args.src), **report)
-    torch.save(dict(state_dict=state, meta=meta), args.dst)
-    print(f'converted {report["num_backbone_keys"]} backbone tensors from '
-          f'{report["format"]} layout; dropped {len(report["dropped"])} '
-          f'classifier keys {report["dropped"]}; wrote {args.dst}')
+    with exit_on_user_error(args.debug):
+        print(convert(args.src, args.dst, args.src_format))
     return 0
 
 

@@ -6,6 +6,10 @@ _base_ = [
     './schedule_3x_ms.py',
 ]
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

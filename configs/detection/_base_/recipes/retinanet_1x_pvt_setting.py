@@ -8,6 +8,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4))
 

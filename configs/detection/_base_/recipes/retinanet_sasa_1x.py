@@ -11,6 +11,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
 

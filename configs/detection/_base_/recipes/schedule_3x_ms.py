@@ -9,6 +9,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 # Either resize the shorter side to one of 480..800 (longer side <= 1333), or
 # resize to 400/500/600, take a random 384..600 crop, then resize to 480..800.
 ms_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),

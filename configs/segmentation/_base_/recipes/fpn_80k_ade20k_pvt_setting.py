@@ -10,6 +10,10 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 
+# mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
+default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
+custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
+
 train_dataloader = dict(batch_size=4)
 
 optim_wrapper = dict(

@@ -4,7 +4,7 @@
 table-row config with the published results (typed from the Twins and
 SASA papers; see those files and ``tools/analysis/zoo_table.py``). This
 module maps their metric titles onto the short names of
-:mod:`mmtwins.utils.eval_report`, so that ``tools/analysis/report.py`` can
+:mod:`tools.cli.eval_report`, so that ``tools/analysis/report.py`` can
 put a run next to the paper without a second copy of the numbers.
 Values are percent, as printed.
 """
