@@ -131,8 +131,8 @@ def test_hook_keeps_the_newest_and_points_at_it(tmp_path):
 KILL_HOOK = '''"""Test helper: SIGKILL the training process while it writes its
 second checkpoint (a temporary file of it exists and is growing)."""
 import glob
+import os
 import os.path as osp
-import re
 import signal
 import threading
 import time
