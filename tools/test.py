@@ -192,16 +192,21 @@ def main(argv=None) -> None:
         from mmengine.dist import is_main_process
 
         import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
-        from tools.cli.checkpoint_checks import require_fit
+        from tools.cli.checkpoint_checks import (
+            checkpoint_weights,
+            require_fit,
+        )
         from tools.cli.eval_report import build_report, write_eval_report
         from tools.cli.runner import build_runner
 
         cfg, task = build_test_config(args)
         ctx.cfg = cfg
+        weights = checkpoint_weights(args.checkpoint)
         runner = build_runner(cfg)
-        require_fit(runner.model, args.checkpoint, args.config,
+        require_fit(runner.model, weights, args.checkpoint, args.config,
                     allow_partial=args.allow_partial_load,
                     partial_flag='--allow-partial-load')
+        del weights
         metrics = runner.test()
     if is_main_process():
         ds_cfg = _innermost_dataset(cfg.test_dataloader)

@@ -131,13 +131,17 @@ def main(argv=None) -> None:
 
     with exit_on_user_error(args.debug) as ctx:
         import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
-        from tools.cli.checkpoint_checks import require_fit
+        from tools.cli.checkpoint_checks import (
+            checkpoint_weights,
+            require_fit,
+        )
         from tools.cli.runner import build_runner
 
         cfg = ctx.cfg = build_train_config(args)
         runner = build_runner(cfg)
         if args.resume is not None:
-            require_fit(runner.model, cfg.load_from, args.config)
+            require_fit(runner.model, checkpoint_weights(cfg.load_from),
+                        cfg.load_from, args.config)
         runner.train()
 
 

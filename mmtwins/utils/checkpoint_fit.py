@@ -7,8 +7,9 @@ zero. The functions here make the mismatch an error instead:
 * :func:`read_checkpoint` reads a local file (memory-mapped, so checking a
   large file is cheap) or a URL under torch's safe loading and names the
   file when it is missing, truncated, not a checkpoint or refused;
+* :func:`weights_of` takes the model weights out of a checkpoint dict;
 * :func:`compare_state_dicts` lists missing, unexpected and mis-shaped keys;
-* :func:`check_checkpoint_fits` does both for a (possibly wrapped) model.
+* :func:`unwrap_model` finds the model inside DDP / TTA wrappers.
 """
 from __future__ import annotations
 
@@ -149,16 +150,3 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     return model
-
-
-def check_checkpoint_fits(model: nn.Module, filename: str) -> StateDictDiff:
-    """Compare the weights in ``filename`` with ``model``'s.
-
-    Returns:
-        StateDictDiff: empty when every key fits.
-
-    Raises:
-        CheckpointError: when the file cannot be read.
-    """
-    weights = weights_of(read_checkpoint(filename))
-    return compare_state_dicts(unwrap_model(model).state_dict(), weights)

@@ -12,10 +12,16 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Dict, Mapping
 
 from mmtwins.engine import find_resume_checkpoint
 from mmtwins.engine.resume import training_state_problem
-from mmtwins.utils.checkpoint_fit import check_checkpoint_fits, read_checkpoint
+from mmtwins.utils.checkpoint_fit import (
+    compare_state_dicts,
+    read_checkpoint,
+    unwrap_model,
+    weights_of,
+)
 
 from .errors import ToolError
 
@@ -51,19 +57,26 @@ def choose_resume_checkpoint(resume: str, work_dir: str) -> str:
     return choice.path
 
 
-def require_fit(model, checkpoint: str, config: str,
-                allow_partial: bool = False,
+def checkpoint_weights(checkpoint: str) -> Dict[str, Any]:
+    """The model weights in ``checkpoint`` (read memory-mapped, so that an
+    unreadable file fails before the model is built)."""
+    return weights_of(read_checkpoint(checkpoint))
+
+
+def require_fit(model, weights: Mapping[str, Any], checkpoint: str,
+                config: str, allow_partial: bool = False,
                 partial_flag: str = '') -> None:
     """Refuse ``checkpoint`` unless its weights fit ``model`` exactly.
 
     Args:
         model: the built model (DDP / TTA wrappers are looked through).
-        checkpoint (str): path or URL.
+        weights (Mapping): its weights (:func:`checkpoint_weights`).
+        checkpoint (str): path or URL, for the message.
         config (str): the config file, for the message.
         allow_partial (bool): only warn about a mismatch.
         partial_flag (str): the tool's flag that allows it, for the message.
     """
-    diff = check_checkpoint_fits(model, checkpoint)
+    diff = compare_state_dicts(unwrap_model(model).state_dict(), weights)
     if not diff:
         return
     msg = (f'checkpoint {checkpoint} does not fit the model of {config}: '
