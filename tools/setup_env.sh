@@ -73,7 +73,6 @@ if [ -n "$torch" ]; then
   pip_install "$torch"
 fi
 if [ -n "$mmcv" ]; then
-  pip_install "$(printf '%s\n' "${specs[@]}" | grep '^mmengine' || echo packaging)"
   echo "[setup] building $mmcv with ops (first time only, ~8 min on 2 cores)"
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
     pip_install --no-build-isolation "$mmcv"
