@@ -194,7 +194,8 @@ def unwritable_work_dir(tmp, data, w):
 def cfg_option_bad_index(tmp, data, w):
     return 'train', [SEG_CFG, '--work-dir', str(tmp), '--cfg-options',
                      'train_dataloader.dataset.pipeline.9.scale=3'], [
-        '--cfg-options does not fit', 'Index 9']
+        '--cfg-options does not fit', 'Index 9 exceeds the length of the '
+        'list at that key']
 
 
 def cfg_option_misspelt_argument(tmp, data, w):
@@ -244,14 +245,16 @@ def det_num_classes_too_small(tmp, data, w):
     cfg = _det(tmp, data,
                ONE_BLOCK + "model['bbox_head'] = dict(num_classes=2)\n")
     return 'train', [cfg, '--work-dir', str(tmp / 'w')], [
-        '`num_classes` (2)', 'has 3 classes', 'num_classes=3']
+        'model.bbox_head.num_classes is 2', 'has 3 classes',
+        'num_classes=3']
 
 
 def seg_num_classes_too_small(tmp, data, w):
     cfg = _seg(tmp, data,
                ONE_BLOCK + "model['decode_head'] = dict(num_classes=3)\n")
     return 'train', [cfg, '--work-dir', str(tmp / 'w')], [
-        '`num_classes` (3)', 'has 4 classes', 'num_classes=4']
+        'model.decode_head.num_classes is 3', 'has 4 classes',
+        'num_classes=4']
 
 
 def zoo_classes_on_other_data(tmp, data, w):
@@ -307,7 +310,7 @@ def text_file_as_checkpoint(tmp, data, w):
     path = tmp / 'notes.pth'
     path.write_text('experiment notes\n')
     return 'test', [_seg(tmp, data), str(path), '--work-dir',
-                    str(tmp / 'w')], [str(path), 'not a PyTorch checkpoint']
+                    str(tmp / 'w')], [f'{path} is not a PyTorch checkpoint']
 
 
 def truncated_checkpoint(tmp, data, w):
@@ -358,7 +361,7 @@ def convert_text_file(tmp, data, w):
     src = tmp / 'readme.pth'
     src.write_text('experiment notes\n')
     return 'convert', [str(src), str(tmp / 'out.pth')], [
-        str(src), 'not a PyTorch checkpoint']
+        f'{src} is not a PyTorch checkpoint']
 
 
 def convert_into_missing_folder(tmp, data, w):
@@ -404,6 +407,7 @@ def weights(det_weights, seg_weights, tmp_path_factory):
 def test_one_clear_line(case, capsys, tmp_path, data, weights):
     tool, argv, fragments = case(tmp_path, data, weights)
     msg = _error(capsys, tool, argv)
+    print(f'{case.__name__}: {msg}')  # shown with pytest -rP
     for fragment in fragments:
         assert fragment in msg, msg
 

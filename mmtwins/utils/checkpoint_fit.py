@@ -25,8 +25,17 @@ from mmtwins.errors import CheckpointError
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of the first line of an error message."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].split('. ')[0] if text else type(exc).__name__
+
+
+def _looks_like_torch_file(filename: str) -> bool:
+    """A zip (torch >= 1.6) or a pickle (the legacy format) by its first
+    bytes."""
+    with open(filename, 'rb') as f:
+        head = f.read(2)
+    return head == b'PK' or head[:1] == b'\x80'
 
 
 def read_checkpoint(filename: str,
@@ -54,6 +63,10 @@ def read_checkpoint(filename: str,
     else:
         if not osp.isfile(filename):
             raise CheckpointError(f'{what} not found: {filename}')
+        if not _looks_like_torch_file(filename):
+            raise CheckpointError(
+                f'{filename} is not a PyTorch checkpoint (neither a zip '
+                f'nor a pickle file); pass the {what} file')
         try:
             try:
                 checkpoint = torch.load(filename, map_location='cpu',

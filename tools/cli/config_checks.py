@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import re
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -55,8 +56,9 @@ def load_config(path: str,
         try:
             cfg.merge_from_dict(cfg_options)
         except (KeyError, IndexError, TypeError) as exc:
-            msg = _message(exc)
-            msg = msg if len(msg) < 200 else msg[:200] + '...'
+            # mmengine prints the whole list it could not index
+            msg = re.sub(r'(exceeds the length of) list \[.*',
+                         r'\1 the list at that key', _message(exc))
             raise ToolError(f'--cfg-options does not fit {path}: {msg}') \
                 from exc
     return cfg

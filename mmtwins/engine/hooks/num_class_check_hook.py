@@ -31,8 +31,16 @@ class NumClassCheckHook(MMDetNumClassCheckHook):
             loader = runner.train_dataloader if mode == 'train' else \
                 runner.val_dataloader
             classes = tuple(loader.dataset.metainfo.get('classes') or ())
+            model = runner.model
+            model = getattr(model, 'module', model)
+            heads = [f'model.{name}.num_classes is {module.num_classes}'
+                     for name, module in model.named_modules()
+                     if name and getattr(module, 'num_classes', None)
+                     not in (None, len(classes))
+                     and not name.endswith('rpn_head')]
+            found = '; '.join(heads[:3]) or str(exc)
             raise ConfigDataMismatchError(
-                f'{exc}: the {mode} dataset has {len(classes)} classes '
-                f'{classes[:8]}; set num_classes={len(classes)} in the '
-                "model's heads, or metainfo=dict(classes=...) in the "
+                f'{found}, but the {mode} dataset has {len(classes)} '
+                f'classes {classes[:8]}; set num_classes={len(classes)} in '
+                "the model's heads, or metainfo=dict(classes=...) in the "
                 'dataset to the classes the model should learn') from exc
