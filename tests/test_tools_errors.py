@@ -204,6 +204,13 @@ def cfg_option_misspelt_argument(tmp, data, w):
         'TwinsPCPVT', "'archh'"]
 
 
+def model_refuses_a_value(tmp, data, w):
+    # A value the backbone refuses when it is built (an arch typo).
+    return 'train', [_seg(tmp, data), '--work-dir', str(tmp / 'w'),
+                     '--cfg-options', 'model.backbone.arch=smal'], [
+        'the config does not build', 'TwinsPCPVT', "'smal'"]
+
+
 def cfg_option_misspelt_loop_key(tmp, data, w):
     return 'train', [_seg(tmp, data), '--work-dir', str(tmp / 'w'),
                      '--cfg-options', 'train_cfg.max_itrs=3'], [
@@ -381,7 +388,7 @@ CASES = [
     wrong_default_scope, missing_dataset_folder, missing_annotation_file,
     missing_segmentation_folder, truncated_annotation_json, zero_byte_image,
     zero_byte_label, missing_checkpoint, unwritable_work_dir,
-    cfg_option_bad_index, cfg_option_misspelt_argument,
+    cfg_option_bad_index, cfg_option_misspelt_argument, model_refuses_a_value,
     cfg_option_misspelt_loop_key, unknown_model_type, amp_on_cpu,
     pretrained_file_missing, pretrained_url_unreachable,
     det_num_classes_too_small, seg_num_classes_too_small,
