@@ -49,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='test-time augmentation (flip; the config\'s '
                         'tta_model / tta_pipeline when it has them)')
     parser.add_argument(
+        '--compile', action='store_true',
+        help='torch.compile the backbone and neck (the first batches are '
+        'slow while it compiles)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. test_dataloader.batch_size=2; '
         'unknown keys are an error')
@@ -163,6 +167,26 @@ def build_test_config(args: argparse.Namespace):
     return cfg, task
 
 
+def compile_for_test(model) -> None:
+    """``torch.compile`` the backbone and neck of ``model`` in place.
+
+    mmengine compiles only ``train_step``, so testing would run eager. The
+    feature extractor is compiled module by module (``nn.Module.compile``,
+    which keeps the state-dict keys, so ``load_from`` still matches); the
+    heads' post-processing (NMS, resizing to the original image) has
+    data-dependent control flow and stays eager.
+    """
+    from mmengine.model import is_model_wrapper
+    if is_model_wrapper(model):
+        model = model.module
+    if hasattr(model, 'module'):  # test-time augmentation wrapper
+        model = model.module
+    for name in ('backbone', 'neck'):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.compile()
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     from mmengine.dist import is_main_process
@@ -179,6 +203,8 @@ def main(argv=None) -> None:
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
+        if args.compile:
+            compile_for_test(runner.model)
         metrics = runner.test()
     if is_main_process():
         ds_cfg = _innermost_dataset(cfg.test_dataloader)
