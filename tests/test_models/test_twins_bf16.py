@@ -62,3 +62,43 @@ def test_bf16_autocast_training_gradients_close_to_fp32():
     assert all(a.dtype == torch.float32 for a in got)  # fp32 master weights
     assert rel_err(torch.cat([a.flatten() for a in got]),
                    torch.cat([b.flatten() for b in ref])) <= GRAD_TOL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('cls', [TwinsPCPVT, TwinsSVT])
+def test_cuda_autocast_forward_close_to_fp32(cls, dtype):
+    model = cls('small').eval().cuda()
+    model.init_weights()
+    x = torch.randn(2, 3, 224, 256, device='cuda')
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cuda', dtype=dtype):
+            got = model(x)
+    for a, b in zip(got, ref):
+        assert rel_err(a, b) <= FWD_TOL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('cls', [TwinsPCPVT, TwinsSVT])
+def test_cuda_compiled_equals_eager(cls, monkeypatch):
+    """fp32 without TF32: compiled forward and gradients equal eager."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    torch._dynamo.reset()
+    model = cls('small').train().cuda()
+    x = torch.randn(2, 3, 224, 256, device='cuda')
+
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        outs = fn(x)
+        sum(o.square().mean() for o in outs).backward()
+        return [o.detach() for o in outs] + [p.grad for p in
+                                             model.parameters()]
+
+    eager = step(model)
+    compiled = step(torch.compile(model))
+    for a, b in zip(compiled, eager):
+        assert rel_err(a, b) <= 1e-4
