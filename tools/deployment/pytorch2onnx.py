@@ -76,24 +76,22 @@ def build_model(cfg, checkpoint: Optional[str]) -> torch.nn.Module:
     return revert_sync_batchnorm(model).eval()
 
 
-class TensorForward:
-    """Factory of the module exported for the whole model: its ``tensor``
-    mode forward on a normalised image batch."""
+def tensor_forward(model: torch.nn.Module) -> torch.nn.Module:
+    """A module whose one tensor argument (a normalised image batch) runs
+    ``model``'s ``tensor`` mode (backbone, neck, heads; no
+    post-processing), in eval mode."""
+    import torch
 
-    @staticmethod
-    def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        import torch
+    class TensorForward(torch.nn.Module):
 
-        class _TensorForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, inputs: torch.Tensor) -> Any:
+            return self.model(inputs, None, mode='tensor')
 
-            def forward(self, inputs: torch.Tensor) -> Any:
-                return self.model(inputs, None, mode='tensor')
-
-        return _TensorForward()
+    return TensorForward().eval()
 
 
 def flat_outputs(outputs: Any) -> List[torch.Tensor]:
@@ -182,7 +180,9 @@ def export_and_check(name: str, module: torch.nn.Module, path: str,
     start = time.perf_counter()
     low = export(module, x, path, dynamic, min_size)
     took = time.perf_counter() - start
-    size_mb = os.path.getsize(path) / 2**20
+    # Large weights go to ``<file>.data`` next to the graph.
+    size_mb = sum(os.path.getsize(p) for p in (path, path + '.data')
+                  if osp.isfile(p)) / 2**20
     span = (f'dynamic H, W in [{low}, {MAX_SIZE}]' if dynamic else
             f'static {shapes[0][0]}x{shapes[0][1]}')
     print(f'{name}: exported to {path} ({size_mb:.1f} MiB, {span}, '
@@ -277,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             try:
                 export_and_check(
                     f'model {type(model).__name__} (tensor forward)',
-                    TensorForward.wrap(model),
+                    tensor_forward(model),
                     osp.join(args.out_dir, f'{stem}.onnx'), shapes,
                     args.dynamic, args.min_size, args.rtol)
             except Unexportable as exc:
