@@ -95,9 +95,10 @@ def test_every_parameter_gets_a_gradient(cls, arch, with_cp):
     assert not no_grad
 
 
-def test_with_cp_matches_plain_forward_and_grads():
+@pytest.mark.parametrize('with_cp', [True, 'selective'])
+def test_with_cp_matches_plain_forward_and_grads(with_cp):
     plain = TwinsSVT(TINY_SVT)
-    ckpt = TwinsSVT(TINY_SVT, with_cp=True)
+    ckpt = TwinsSVT(TINY_SVT, with_cp=with_cp)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.rand(1, 3, 64, 64)
     for model in (plain, ckpt):
@@ -250,6 +251,8 @@ def test_bad_inputs():
     (dict(patch_rounding=1), TypeError, r'patch_rounding must be a str'),
     (dict(in_channels=0), ValueError, r'in_channels must be >= 1'),
     (dict(frozen_stages=1.0), TypeError, r'frozen_stages must be an int'),
+    (dict(with_cp='full'), ValueError,
+     r"with_cp must be True, False or 'selective', got 'full'"),
 ])
 def test_constructor_arguments_are_validated(kwargs, error, match):
     with pytest.raises(error, match=match) as info:

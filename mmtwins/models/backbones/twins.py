@@ -65,6 +65,30 @@ _PCPVT_COMMON = dict(
 _SVT_COMMON = dict(
     mlp_ratios=[4, 4, 4, 4], sr_ratios=[8, 4, 2, 1], window_sizes=[7] * 4)
 
+# Ops whose outputs selective checkpointing keeps: the expensive ones. The
+# rest (LayerNorm, GELU, padding, gathers, additions) is recomputed.
+_SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.convolution.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> cp.CheckpointPolicy:
+    if op in _SAVED_OPS:
+        return cp.CheckpointPolicy.MUST_SAVE
+    return cp.CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_contexts():
+    """Context managers of ``with_cp='selective'`` (see TwinsBackbone)."""
+    return cp.create_selective_checkpoint_contexts(_selective_policy)
+
 
 def _type_name(value) -> str:
     return type(value).__name__
@@ -199,8 +223,14 @@ class TwinsBackbone(BaseModule):
             statistics (BatchNorm) in eval mode while training. The standard
             Twins blocks only hold LayerNorm, which has no statistics, so
             this only matters for customised variants. Defaults to False.
-        with_cp (bool): Activation checkpointing per block (less memory,
-            more compute). Defaults to False.
+        with_cp (bool | str): Activation checkpointing per block. True
+            stores only each block's input and recomputes the whole block
+            in backward (least memory, about a third more compute);
+            ``'selective'`` keeps the outputs of the matrix products,
+            attention and convolutions and recomputes only the cheap
+            element-wise results (LayerNorm, GELU, padding, window
+            gathers): much of the saving for little compute. Defaults to
+            False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -227,7 +257,7 @@ class TwinsBackbone(BaseModule):
                  patch_rounding: str = 'floor',
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None,
                  lsa_pad: str = 'mask') -> None:
         super().__init__(init_cfg=init_cfg)
@@ -247,6 +277,9 @@ class TwinsBackbone(BaseModule):
                             ('drop_path_rate', drop_path_rate)):
             _check_float(name, value, 0., 1., high_open=True)
         _check_float('norm_eps', norm_eps, 0., 1., low_open=True)
+        if with_cp not in (False, True, 'selective'):
+            raise ValueError(f"with_cp must be True, False or 'selective', "
+                             f'got {with_cp!r}')
         self.in_channels = in_channels
         self.out_indices = tuple(sorted(out_indices))
         self.frozen_stages = frozen_stages
@@ -394,6 +427,9 @@ class TwinsBackbone(BaseModule):
 
     def _run_block(self, block: nn.Module, x: torch.Tensor,
                    hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if self.with_cp == 'selective' and x.requires_grad:
+            return cp.checkpoint(block, x, hw_shape, use_reentrant=False,
+                                 context_fn=_selective_contexts)
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(block, x, hw_shape, use_reentrant=False)
         return block(x, hw_shape)
