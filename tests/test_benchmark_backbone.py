@@ -35,8 +35,8 @@ def test_prints_rows_and_targets(capsys):
         assert re.fullmatch(r'\d+\.\d\dx', cells[10])
     train = [[c.strip() for c in r.strip('|').split('|')] for r in rows[2:]]
     for cells in train:
-        assert len(cells) == 12
-        assert re.fullmatch(r'\d+ / - / \d+', cells[10])
+        assert len(cells) == 14
+        assert re.fullmatch(r'\d+ / - / \d+ / \d+', cells[12])
     targets = re.findall(r'^- .*: (?:\d+\.\d\dx \((?:met|NOT met)\)|'
                          r'not measured)', out, re.M)
     assert len(targets) == 2 * 2 + 2 * 2, out
