@@ -1,6 +1,6 @@
 """tools/analysis/benchmark_backbone.py runs end to end (tiny sizes) and
-prints one well-formed table row per backbone and size; the figures
-themselves are recorded in the README, not asserted."""
+prints well-formed forward and training rows and the target lines; the
+figures themselves are recorded in the README, not asserted."""
 import re
 
 from tools_helpers import load_tool
@@ -19,14 +19,24 @@ def test_pair_computes_the_same_function():
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_prints_a_row_per_case(capsys):
-    bench.main(['--sizes', '64x96', '--repeats', '1', '--warmup', '0'])
+def test_prints_rows_and_targets(capsys):
+    bench.main(['--sizes', '64x96', '--train-sizes', '64x96', '--repeats',
+                '1', '--train-repeats', '1', '--warmup', '1'])
     out = capsys.readouterr().out
+    assert re.search(r'^# Twins backbone benchmark: .* threads', out, re.M)
     rows = [line for line in out.splitlines()
             if re.match(r'\| (pcpvt|svt)_s \| 64x96 \|', line)]
-    assert len(rows) == 2, out
-    for row in rows:
-        cells = [c.strip() for c in row.strip('|').split('|')]
-        assert len(cells) == 8
-        assert re.fullmatch(r'\d+\.\d\dx', cells[4])
-        assert re.fullmatch(r'\d+\.\d\dx', cells[7])
+    assert len(rows) == 4, out  # 2 forward + 2 training rows
+    forward = [[c.strip() for c in r.strip('|').split('|')] for r in rows[:2]]
+    for cells in forward:
+        assert len(cells) == 12
+        assert re.fullmatch(r'\d+\.\d\dx \((eager|compiled)\)', cells[8])
+        assert cells[9] == '-'  # no --compile
+        assert re.fullmatch(r'\d+\.\d\dx', cells[10])
+    train = [[c.strip() for c in r.strip('|').split('|')] for r in rows[2:]]
+    for cells in train:
+        assert len(cells) == 14
+        assert re.fullmatch(r'\d+ / - / \d+ / \d+', cells[12])
+    targets = re.findall(r'^- .*: (?:\d+\.\d\dx \((?:met|NOT met)\)|'
+                         r'not measured)', out, re.M)
+    assert len(targets) == 2 * 2 + 2 * 2, out

@@ -61,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='evaluate a checkpoint whose keys do not all fit the model '
         '(warns instead of refusing it)')
     parser.add_argument(
+        '--compile', action='store_true',
+        help='torch.compile the backbone and neck (the first batches are '
+        'slow while it compiles)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. test_dataloader.batch_size=2 (keys '
         'new to the config are named on stderr)')
@@ -184,6 +188,26 @@ def build_test_config(args: argparse.Namespace):
     return cfg, task
 
 
+def compile_for_test(model) -> None:
+    """``torch.compile`` the backbone and neck of ``model`` in place.
+
+    mmengine compiles only ``train_step``, so testing would run eager. The
+    feature extractor is compiled module by module (``nn.Module.compile``,
+    which keeps the state-dict keys, so ``load_from`` still matches); the
+    heads' post-processing (NMS, resizing to the original image) has
+    data-dependent control flow and stays eager.
+    """
+    from mmengine.model import is_model_wrapper
+    if is_model_wrapper(model):
+        model = model.module
+    if hasattr(model, 'module'):  # test-time augmentation wrapper
+        model = model.module
+    for name in ('backbone', 'neck'):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.compile()
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     from tools.cli.errors import exit_on_user_error
@@ -207,6 +231,8 @@ def main(argv=None) -> None:
                     allow_partial=args.allow_partial_load,
                     partial_flag='--allow-partial-load')
         del weights
+        if args.compile:
+            compile_for_test(runner.model)
         metrics = runner.test()
     if is_main_process():
         ds_cfg = _innermost_dataset(cfg.test_dataloader)

@@ -17,6 +17,7 @@ Examples::
 
     python tools/train.py configs/detection/retinanet_twins_pcpvt_s_1x_coco.py
     python tools/train.py CONFIG --work-dir work_dirs/x --resume
+    python tools/train.py CONFIG --compile   # torch.compile'd train step
     bash tools/dist_train.sh CONFIG 8   # distributed, see that script
 """
 import argparse
@@ -43,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training')
+    parser.add_argument(
+        '--compile', action='store_true',
+        help='torch.compile the training step (mmengine\'s `compile` '
+        'runner option); the first iterations are slow while it compiles')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the lr by the actual / base batch size '
@@ -105,6 +110,8 @@ def build_train_config(args: argparse.Namespace):
         for key in ('loss_scale', 'dtype', 'use_fsdp'):
             cfg.optim_wrapper.pop(key, None)
 
+    if args.compile:
+        cfg.compile = True  # mmengine compiles train_step in Runner.train
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr') or {}
         if 'base_batch_size' not in scale:

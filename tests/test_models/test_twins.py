@@ -95,9 +95,10 @@ def test_every_parameter_gets_a_gradient(cls, arch, with_cp):
     assert not no_grad
 
 
-def test_with_cp_matches_plain_forward_and_grads():
+@pytest.mark.parametrize('with_cp', [True, 'selective'])
+def test_with_cp_matches_plain_forward_and_grads(with_cp):
     plain = TwinsSVT(TINY_SVT)
-    ckpt = TwinsSVT(TINY_SVT, with_cp=True)
+    ckpt = TwinsSVT(TINY_SVT, with_cp=with_cp)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.rand(1, 3, 64, 64)
     for model in (plain, ckpt):
@@ -224,3 +225,81 @@ def test_bad_inputs():
         model(torch.rand(3, 64, 64))
     # The minimum size itself works.
     assert model(torch.rand(1, 3, 32, 32))[-1].shape[-2:] == (1, 1)
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(lsa_pad='Mask'), ValueError,
+     r"unknown lsa_pad 'Mask'; choose one of \['mask', 'zero', 'mmseg'\]"),
+    (dict(lsa_pad=None), TypeError, r'lsa_pad must be a str'),
+    (dict(norm_eps='1e-6'), TypeError, r'norm_eps must be a number'),
+    (dict(norm_eps=0), ValueError, r'norm_eps must be in \(0.0, 1.0\]'),
+    (dict(norm_eps=-1e-6), ValueError, r'norm_eps must be in'),
+    (dict(drop_path_rate=1.0), ValueError,
+     r'drop_path_rate must be in \[0.0, 1.0\), got 1.0'),
+    (dict(drop_path_rate=-0.1), ValueError, r'drop_path_rate must be in'),
+    (dict(drop_path_rate=float('nan')), ValueError, r'drop_path_rate'),
+    (dict(drop_rate=True), TypeError, r'drop_rate must be a number'),
+    (dict(attn_drop_rate=2), ValueError, r'attn_drop_rate must be in'),
+    (dict(out_indices=4), ValueError, r'out_indices must be stage indices'),
+    (dict(out_indices=(0, 0)), ValueError, r'names a stage twice'),
+    (dict(out_indices='0123'), TypeError,
+     r'out_indices must be an int or a sequence of ints'),
+    (dict(out_indices=(0, 1.5)), TypeError, r'out_indices must be an int'),
+    (dict(out_indices=()), ValueError, r'out_indices must be stage'),
+    (dict(patch_rounding='round'), ValueError,
+     r"unknown patch_rounding 'round'; choose one of \['floor', 'ceil'\]"),
+    (dict(patch_rounding=1), TypeError, r'patch_rounding must be a str'),
+    (dict(in_channels=0), ValueError, r'in_channels must be >= 1'),
+    (dict(frozen_stages=1.0), TypeError, r'frozen_stages must be an int'),
+    (dict(with_cp='full'), ValueError,
+     r"with_cp must be True, False or 'selective', got 'full'"),
+])
+def test_constructor_arguments_are_validated(kwargs, error, match):
+    with pytest.raises(error, match=match) as info:
+        TwinsSVT(TINY_SVT, **kwargs)
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('cls', [TwinsPCPVT, TwinsSVT])
+def test_arch_typo_lists_valid_names_in_one_line(cls):
+    with pytest.raises(ValueError) as info:
+        cls('smal')
+    msg = str(info.value)
+    assert '\n' not in msg and "'smal'" in msg
+    assert all(name in msg for name in ("'small'", "'base'", "'large'"))
+
+
+def test_out_indices_accepts_an_int():
+    model = TwinsPCPVT(TINY, out_indices=-2)
+    assert model.out_indices == (2, )
+    assert len(model(torch.rand(1, 3, 64, 64))) == 1
+
+
+@pytest.mark.parametrize('cls,arch', TINY_ARCHS)
+@pytest.mark.parametrize('training', [False, True])
+def test_empty_batch_gives_empty_maps(cls, arch, training):
+    model = cls(arch).train(training)
+    outs = model(torch.rand(0, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [
+        (0, d, *hw) for d, hw in zip(arch['embed_dims'], stage_sizes(64, 96))
+    ]
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16,
+                                   torch.uint8])
+def test_input_dtype_other_than_weights_is_one_clear_line(dtype):
+    model = TwinsPCPVT(TINY).eval()
+    with pytest.raises(TypeError, match=rf'got a {dtype} input but its '
+                       r'weights are torch.float32: cast') as info:
+        model(torch.zeros(1, 3, 64, 64, dtype=dtype))
+    assert '\n' not in str(info.value)
+
+
+def test_matching_dtypes_and_autocast_are_accepted():
+    model = TwinsPCPVT(TINY).eval().double()
+    assert model(torch.rand(1, 3, 64, 64, dtype=torch.float64))[0].dtype \
+        == torch.float64
+    model = TwinsPCPVT(TINY).eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert model(torch.rand(1, 3, 64, 64, dtype=torch.bfloat16))[0] \
+            .dtype == torch.bfloat16

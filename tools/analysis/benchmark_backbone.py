@@ -1,30 +1,41 @@
 """Benchmark mmtwins' Twins backbones against MMSegmentation's PCPVT/SVT.
 
 Both implementations are built with the same architecture and the same
-weights (mmseg's random init, converted), in one process; each measurement
-alternates between the two so that machine noise hits both alike. Reported:
+weights (mmseg's random init, converted), in one process, and run in the
+same modes: fp32 eager, bf16 autocast (``torch.autocast``) and, with
+``--compile``, fp32 under ``torch.compile`` (inductor, static shapes; the
+first call's extra time is reported as the compile time). Every repeat runs
+each (implementation, mode) once, back to back, so that machine noise hits
+all alike; a speed-up is the median of the per-repeat ratios, which a
+machine whose load drifts disturbs less than a ratio of medians.
 
-* forward latency (eval mode, no grad): median over ``--repeats`` runs;
-  the speed-up is the median of the per-repeat ratios (each pair runs back
-  to back), which a machine whose load drifts disturbs less than a ratio of
-  medians;
-* training-step peak memory: the allocation high-water mark of one
-  forward + backward in train mode on top of parameters and input (see
-  ``bench_utils.peak_memory``).
+Two tables:
 
-Ratios: ``speed-up = mmseg time / mmtwins time`` (paired, see above) and
-``memory = mmtwins peak / mmseg peak``. mmtwins runs in mmseg-compatible
-mode (LayerNorm eps 1e-5, ``patch_rounding='ceil'``, ``lsa_pad='mmseg'``) so
-both compute the same function. Runs unchanged on CUDA.
+* forward latency (eval mode, no grad) at ``--sizes``, batch ``--batch``;
+* training step (train mode, forward + backward of a sum of the output
+  means) at ``--train-sizes``, batch ``--train-batch``: time, and the
+  allocation high-water mark on top of parameters and input (see
+  ``bench_utils.peak_memory``), also for mmtwins with ``with_cp=True``
+  (activation checkpointing per block) and ``with_cp='selective'``
+  (matrix-product, attention and conv outputs kept, element-wise results
+  recomputed).
+
+mmtwins runs in mmseg-compatible mode (LayerNorm eps 1e-5,
+``patch_rounding='ceil'``, ``lsa_pad='mmseg'``) so both compute the same
+function. The issue's targets are printed under the tables. Runs unchanged
+on CUDA (``--device cuda``; bf16 autocast there too).
 
 Example::
 
-    python tools/analysis/benchmark_backbone.py --repeats 5
+    python tools/analysis/benchmark_backbone.py --repeats 5 --compile
 """
 import argparse
 import os.path as osp
+import platform
+import subprocess
 import sys
-from typing import Dict, List, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -48,63 +59,127 @@ MMSEG_ARCHS = {
         sr_ratios=[8, 4, 2, 1], windiow_sizes=[7, 7, 7, 7], qkv_bias=True,
         norm_after_stage=True),
 }
+IMPLS = ('mmseg', 'mmtwins')
+# Targets of issue 10 (CPU fp32): forward speed-up of mmtwins' best mode
+# over mmseg eager and over mmseg compiled, training-step speed-up over
+# mmseg eager, training peak memory over mmseg's.
+TARGET_FWD_EAGER = 1.3
+TARGET_FWD_COMPILED = 1.0
+TARGET_TRAIN = 1.3
+TARGET_MEMORY = 0.6
+
+Runner = Callable[[], object]
 
 
-def build_pair(arch: str, device: torch.device):
+def build_pair(arch: str, device: torch.device,
+               with_cp: Union[bool, str] = False):
+    """(mmtwins, mmseg) backbones of ``arch`` with the same weights."""
     from mmseg.models.backbones import PCPVT, SVT
     torch.manual_seed(0)
     if arch == 'pcpvt_s':
         theirs = PCPVT(**MMSEG_ARCHS[arch])
-        ours = TwinsPCPVT('small', norm_eps=1e-5, patch_rounding='ceil')
+        ours = TwinsPCPVT('small', norm_eps=1e-5, patch_rounding='ceil',
+                          with_cp=with_cp)
     else:
         theirs = SVT(**MMSEG_ARCHS[arch])
         ours = TwinsSVT('small', norm_eps=1e-5, patch_rounding='ceil',
-                        lsa_pad='mmseg')
+                        lsa_pad='mmseg', with_cp=with_cp)
     theirs.init_weights()
     ours.load_state_dict(mmseg_to_official(theirs.state_dict()))
     return ours.to(device), theirs.to(device)
 
 
-def forward_fn(model, x):
+def forward_fn(model, x, bf16: bool = False) -> Runner:
     def run():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(
+                x.device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
     return run
 
 
-def train_step_fn(model, x):
+def train_step_fn(model, x) -> Runner:
     def run():
         outs = model(x)
         sum(o.float().mean() for o in outs).backward()
     return run
 
 
-def bench(arch: str, size: Tuple[int, int], args,
-          device: torch.device) -> Dict[str, float]:
+def compile_model(model):
+    """``torch.compile`` with static shapes (one graph per input size)."""
+    return torch.compile(model, dynamic=False)
+
+
+def interleaved(runners: Dict[str, Runner], repeats: int,
+                device: torch.device) -> Dict[str, List[float]]:
+    """Seconds per call of every runner, one call each per repeat."""
+    times: Dict[str, List[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            times[name].append(time_once(run, device))
+    return times
+
+
+def paired_ratio(times: Dict[str, List[float]], slow: str,
+                 fast: str) -> float:
+    """Median over repeats of ``slow / fast`` (the speed-up of ``fast``)."""
+    return median([s / f for s, f in zip(times[slow], times[fast])])
+
+
+def warm(runners: Dict[str, Runner], warmup: int,
+         device: torch.device) -> Dict[str, float]:
+    """Run each runner ``warmup`` times (at least once); return the first
+    call's seconds (the compile time, for compiled runners)."""
+    first = {}
+    for name, run in runners.items():
+        first[name] = time_once(run, device)
+        for _ in range(warmup - 1):
+            run()
+    return first
+
+
+def bench_forward(arch: str, size: Tuple[int, int], args,
+                  device: torch.device) -> dict:
     ours, theirs = build_pair(arch, device)
+    models = {'mmtwins': ours.eval(), 'mmseg': theirs.eval()}
     x = torch.randn(args.batch, 3, *size, device=device)
-    models = {'mmtwins': ours, 'mmseg': theirs}
-    times: Dict[str, List[float]] = {k: [] for k in models}
+    runners: Dict[str, Runner] = {}
+    for impl in IMPLS:
+        runners[f'{impl} eager'] = forward_fn(models[impl], x)
+        runners[f'{impl} bf16'] = forward_fn(models[impl], x, bf16=True)
+        if args.compile:
+            runners[f'{impl} compiled'] = forward_fn(
+                compile_model(models[impl]), x)
+    first = warm(runners, args.warmup, device)
+    times = interleaved(runners, args.repeats, device)
+    return dict(times=times, first=first)
+
+
+def bench_train(arch: str, size: Tuple[int, int], args,
+                device: torch.device) -> dict:
+    ours, theirs = build_pair(arch, device)
+    ours_cp, _ = build_pair(arch, device, with_cp=True)
+    ours_sel, _ = build_pair(arch, device, with_cp='selective')
+    models = {'mmtwins': ours.train(), 'mmseg': theirs.train(),
+              'mmtwins with_cp': ours_cp.train(),
+              'mmtwins selective': ours_sel.train()}
+    x = torch.randn(args.train_batch, 3, *size, device=device)
+    runners: Dict[str, Runner] = {
+        'mmseg eager': train_step_fn(models['mmseg'], x),
+        'mmtwins eager': train_step_fn(models['mmtwins'], x),
+        'mmtwins with_cp': train_step_fn(models['mmtwins with_cp'], x),
+        'mmtwins selective': train_step_fn(models['mmtwins selective'], x),
+    }
+    if args.compile:
+        for impl in IMPLS:
+            runners[f'{impl} compiled'] = train_step_fn(
+                compile_model(models[impl]), x)
+    first = warm(runners, args.warmup, device)  # also allocates .grad
+    times = interleaved(runners, args.train_repeats, device)
+    peaks = {name: peak_memory(run, device) / 2**20
+             for name, run in runners.items()}
     for model in models.values():
-        model.eval()
-        for _ in range(args.warmup):
-            forward_fn(model, x)()
-    for _ in range(args.repeats):
-        for name, model in models.items():
-            times[name].append(time_once(forward_fn(model, x), device))
-    peaks: Dict[str, int] = {}
-    for name, model in models.items():
-        model.train()
-        train_step_fn(model, x)()  # warm-up; allocates .grad buffers
-        peaks[name] = peak_memory(train_step_fn(model, x), device)
         model.zero_grad(set_to_none=True)
-    return dict(
-        speedup=median([t / o for o, t in zip(times['mmtwins'],
-                                              times['mmseg'])]),
-        ours_ms=median(times['mmtwins']) * 1e3,
-        theirs_ms=median(times['mmseg']) * 1e3,
-        ours_mb=peaks['mmtwins'] / 2**20,
-        theirs_mb=peaks['mmseg'] / 2**20)
+    return dict(times=times, first=first, peaks=peaks)
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -116,6 +191,33 @@ def parse_size(text: str) -> Tuple[int, int]:
     return h, w
 
 
+def machine(device: torch.device) -> str:
+    """The processor (CPU model from lscpu, or the GPU's name)."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or 'unknown CPU'
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True,
+                             check=False).stdout
+        for line in out.splitlines():
+            if line.startswith('Model name:'):
+                model = line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return f'{model}, {torch.get_num_threads()} threads'
+
+
+def _ms(times: Dict[str, List[float]], key: str) -> str:
+    return f'{median(times[key]) * 1e3:.1f}' if key in times else '-'
+
+
+def _check(value: Optional[float], target: float, higher: bool) -> str:
+    if value is None:
+        return 'not measured (run with --compile)'
+    met = value >= target if higher else value <= target
+    return f'{value:.2f}x ({"met" if met else "NOT met"})'
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--archs', nargs='+', default=list(MMSEG_ARCHS),
@@ -124,28 +226,114 @@ def main(argv=None) -> None:
                         default=[(512, 512), (800, 1344)])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--train-sizes', nargs='*', type=parse_size,
+                        default=[(512, 512)],
+                        help='training-step sizes (none: skip training)')
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--train-repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--compile', action='store_true',
+                        help='add torch.compile columns (compiling takes '
+                        'about a minute per model and size on a CPU)')
     parser.add_argument('--device', default='auto',
                         help='auto, cpu or cuda[:N]')
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
-            else f'CPU, {torch.get_num_threads()} threads')
-    print(f'# Twins backbone benchmark: mmtwins vs mmseg 1.x, fp32, batch '
-          f'{args.batch}, {name}, torch {torch.__version__}, median of '
-          f'{args.repeats}')
-    print('| backbone | input | fwd mmtwins (ms) | fwd mmseg (ms) | '
-          'speed-up | train peak mmtwins (MiB) | train peak mmseg (MiB) | '
-          'memory ratio |')
-    print('|---|---|---|---|---|---|---|---|')
+    print(f'# Twins backbone benchmark: mmtwins vs mmseg 1.x on '
+          f'{machine(device)}, torch {torch.__version__}, '
+          f'{time.strftime("%Y-%m-%d")}')
+    checks: List[str] = []
+
+    print(f'\n## Forward (eval, no grad), batch {args.batch}, median of '
+          f'{args.repeats} interleaved repeats (ms); speed-ups are medians '
+          'of paired ratios against mmseg')
+    print('| backbone | input | mmseg fp32 | mmseg compiled | mmseg bf16 | '
+          'mmtwins fp32 | mmtwins compiled | mmtwins bf16 | '
+          'best mmtwins fp32 vs mmseg fp32 | vs mmseg compiled | '
+          'bf16 vs mmseg bf16 | compile s (mmseg / mmtwins) |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for arch in args.archs:
         for size in args.sizes:
-            r = bench(arch, size, args, device)
-            print(f'| {arch} | {size[0]}x{size[1]} | {r["ours_ms"]:.1f} | '
-                  f'{r["theirs_ms"]:.1f} | '
-                  f'{r["speedup"]:.2f}x | '
-                  f'{r["ours_mb"]:.0f} | {r["theirs_mb"]:.0f} | '
-                  f'{r["ours_mb"] / r["theirs_mb"]:.2f}x |', flush=True)
+            r = bench_forward(arch, size, args, device)
+            t = r['times']
+            best = 'mmtwins eager'
+            if args.compile and median(t['mmtwins compiled']) < median(
+                    t['mmtwins eager']):
+                best = 'mmtwins compiled'
+            vs_eager = paired_ratio(t, 'mmseg eager', best)
+            vs_compiled = (paired_ratio(t, 'mmseg compiled', best)
+                           if args.compile else None)
+            bf16 = paired_ratio(t, 'mmseg bf16', 'mmtwins bf16')
+            compile_s = '-'
+            if args.compile:
+                compile_s = ' / '.join(
+                    f'{r["first"][f"{i} compiled"]:.0f}' for i in IMPLS)
+            label = best.split()[1]
+            print(f'| {arch} | {size[0]}x{size[1]} | '
+                  f'{_ms(t, "mmseg eager")} | {_ms(t, "mmseg compiled")} | '
+                  f'{_ms(t, "mmseg bf16")} | {_ms(t, "mmtwins eager")} | '
+                  f'{_ms(t, "mmtwins compiled")} | {_ms(t, "mmtwins bf16")} '
+                  f'| {vs_eager:.2f}x ({label}) | '
+                  + (f'{vs_compiled:.2f}x' if vs_compiled else '-') +
+                  f' | {bf16:.2f}x | {compile_s} |', flush=True)
+            case = f'{arch} {size[0]}x{size[1]} forward'
+            checks.append(f'{case}: >= {TARGET_FWD_EAGER}x mmseg eager: '
+                          f'{_check(vs_eager, TARGET_FWD_EAGER, True)}')
+            checks.append(f'{case}: >= {TARGET_FWD_COMPILED}x mmseg '
+                          f'compiled: '
+                          f'{_check(vs_compiled, TARGET_FWD_COMPILED, True)}')
+
+    if args.train_sizes:
+        print(f'\n## Training step (forward + backward), batch '
+              f'{args.train_batch}, median of {args.train_repeats} '
+              f'interleaved repeats (ms); peak = allocation high-water mark '
+              f'(MiB)')
+        print('| backbone | input | mmseg eager | mmseg compiled | '
+              'mmtwins eager | mmtwins compiled | mmtwins with_cp | '
+              'mmtwins selective | speed-up eager | speed-up selective | '
+              'speed-up best | peak mmseg | peak mmtwins eager / compiled '
+              '/ with_cp / selective | memory ratio eager / compiled / '
+              'with_cp / selective |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+        for arch in args.archs:
+            for size in args.train_sizes:
+                r = bench_train(arch, size, args, device)
+                t, p = r['times'], r['peaks']
+                eager = paired_ratio(t, 'mmseg eager', 'mmtwins eager')
+                sel = paired_ratio(t, 'mmseg eager', 'mmtwins selective')
+                best = max(eager, sel)
+                if args.compile:
+                    best = max(best, paired_ratio(t, 'mmseg eager',
+                                                  'mmtwins compiled'))
+                variants = ['mmtwins eager', 'mmtwins compiled',
+                            'mmtwins with_cp', 'mmtwins selective']
+                peaks = ' / '.join(f'{p[v]:.0f}' if v in p else '-'
+                                   for v in variants)
+                ratios = ' / '.join(
+                    f'{p[v] / p["mmseg eager"]:.2f}x' if v in p else '-'
+                    for v in variants)
+                print(f'| {arch} | {size[0]}x{size[1]} | '
+                      f'{_ms(t, "mmseg eager")} | '
+                      f'{_ms(t, "mmseg compiled")} | '
+                      f'{_ms(t, "mmtwins eager")} | '
+                      f'{_ms(t, "mmtwins compiled")} | '
+                      f'{_ms(t, "mmtwins with_cp")} | '
+                      f'{_ms(t, "mmtwins selective")} | {eager:.2f}x | '
+                      f'{sel:.2f}x | {best:.2f}x | {p["mmseg eager"]:.0f} '
+                      f'| {peaks} | {ratios} |', flush=True)
+                case = f'{arch} {size[0]}x{size[1]} train'
+                checks.append(f'{case}: >= {TARGET_TRAIN}x mmseg (best '
+                              f'mode): {_check(best, TARGET_TRAIN, True)}')
+                memory = p['mmtwins selective'] / p['mmseg eager']
+                checks.append(
+                    f'{case} peak memory: <= {TARGET_MEMORY}x mmseg '
+                    f'(selective): {_check(memory, TARGET_MEMORY, False)}'
+                    f'; in the same mode >= {TARGET_TRAIN}x: '
+                    f'{_check(sel, TARGET_TRAIN, True)}')
+
+    print('\n## Targets (issue 10)')
+    for line in checks:
+        print(f'- {line}')
 
 
 if __name__ == '__main__':

@@ -21,7 +21,17 @@ Spatial sizes: each patch embedding floors, like the official code, so a
 side of ``s`` pixels gives ``s // 4``, then ``// 2`` three times (e.g. 683 ->
 170 -> 85 -> 42 -> 21); ``patch_rounding='ceil'`` zero-pads the bottom/right
 first, as mmseg does (683 -> 171 -> 86 -> 43 -> 22). Inputs must be at least
-32 pixels per side.
+32 pixels per side; an empty batch (0 images) gives empty maps of the right
+shape.
+
+Input dtype: the input must have the weights' dtype (a float64 or float16
+image for an fp32 model is refused with one line saying what to cast), except
+under ``torch.autocast``, which casts per operation (e.g. bf16 on CPU, fp16
+or bf16 on CUDA).
+
+One forward path, plain PyTorch and SDPA with no Python branch on sizes:
+``torch.compile`` traces it without graph breaks (eval and training) and
+``torch.export``/ONNX export it with dynamic height and width.
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -55,6 +65,90 @@ _PCPVT_COMMON = dict(
 _SVT_COMMON = dict(
     mlp_ratios=[4, 4, 4, 4], sr_ratios=[8, 4, 2, 1], window_sizes=[7] * 4)
 
+# Ops whose outputs selective checkpointing keeps: the expensive ones. The
+# rest (LayerNorm, GELU, padding, gathers, additions) is recomputed.
+_SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.convolution.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> cp.CheckpointPolicy:
+    if op in _SAVED_OPS:
+        return cp.CheckpointPolicy.MUST_SAVE
+    return cp.CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_contexts():
+    """Context managers of ``with_cp='selective'`` (see TwinsBackbone)."""
+    return cp.create_selective_checkpoint_contexts(_selective_policy)
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+    """``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f'{name} must be a str, one of {list(choices)}; got '
+                        f'{value!r} ({_type_name(value)})')
+    if value not in choices:
+        raise ValueError(f'unknown {name} {value!r}; choose one of '
+                         f'{list(choices)}')
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """``value`` is an int (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {value!r} '
+                        f'({_type_name(value)})')
+    if value < low:
+        raise ValueError(f'{name} must be >= {low}, got {value}')
+
+
+def _check_float(name: str, value, low: float, high: float,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` is a real number in the interval from ``low`` to ``high``
+    (open on the flagged sides)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number, got {value!r} '
+                        f'({_type_name(value)})')
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high or value != value:  # value != value: NaN
+        interval = (f"{'(' if low_open else '['}{low}, {high}"
+                    f"{')' if high_open else ']'}")
+        raise ValueError(f'{name} must be in {interval}, got {value}')
+
+
+def _check_out_indices(out_indices, num_stages: int) -> List[int]:
+    """``out_indices`` as a list of stage indices in ``[0, num_stages)``
+    (an int is one index; negative ones count from the end)."""
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        out_indices = [out_indices]
+    if isinstance(out_indices, (str, bytes)) or not isinstance(
+            out_indices, Sequence) or not all(
+                isinstance(i, int) and not isinstance(i, bool)
+                for i in out_indices):
+        raise TypeError(f'out_indices must be an int or a sequence of ints, '
+                        f'got {out_indices!r}')
+    resolved = [i + num_stages if i < 0 else i for i in out_indices]
+    if not resolved or any(not 0 <= i < num_stages for i in resolved):
+        raise ValueError(f'out_indices must be stage indices in '
+                         f'[-{num_stages}, {num_stages}), got '
+                         f'{list(out_indices)}')
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f'out_indices names a stage twice: '
+                         f'{list(out_indices)}')
+    return resolved
+
 
 class PatchEmbed(nn.Module):
     """Strided patch embedding: Conv2d (kernel = stride) then LayerNorm.
@@ -80,10 +174,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, tuple]:
         if self.rounding == 'ceil':
+            # Pad amounts are computed, not branched on (a zero pad is a
+            # no-op), so traced graphs stay right at every input size.
             p = self.patch_size
-            pad_b, pad_r = -x.shape[2] % p, -x.shape[3] % p
-            if pad_b or pad_r:
-                x = F.pad(x, (0, pad_r, 0, pad_b))
+            x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0,
+                          (p - x.shape[2] % p) % p))
         x = self.proj(x)
         hw_shape = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
@@ -102,8 +197,9 @@ class TwinsBackbone(BaseModule):
             ``num_heads``, ``mlp_ratios``, ``sr_ratios`` (four entries each;
             SVT also ``window_sizes``). Defaults to ``'small'``.
         in_channels (int): Input image channels. Defaults to 3.
-        out_indices (Sequence[int]): Stages whose maps are returned.
-            Defaults to (0, 1, 2, 3).
+        out_indices (int | Sequence[int]): Stages whose maps are returned
+            (negative indices count from the end). Defaults to
+            (0, 1, 2, 3).
         qkv_bias (bool): Bias in query/key/value projections. Defaults to
             True.
         drop_rate (float): Dropout after projections and MLP layers.
@@ -127,8 +223,14 @@ class TwinsBackbone(BaseModule):
             statistics (BatchNorm) in eval mode while training. The standard
             Twins blocks only hold LayerNorm, which has no statistics, so
             this only matters for customised variants. Defaults to False.
-        with_cp (bool): Activation checkpointing per block (less memory,
-            more compute). Defaults to False.
+        with_cp (bool | str): Activation checkpointing per block. True
+            stores only each block's input and recomputes the whole block
+            in backward (least memory, about a third more compute);
+            ``'selective'`` keeps the outputs of the matrix products,
+            attention and convolutions and recomputes only the cheap
+            element-wise results (LayerNorm, GELU, padding, window
+            gathers): much of the saving for little compute. Defaults to
+            False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -145,7 +247,7 @@ class TwinsBackbone(BaseModule):
     def __init__(self,
                  arch: Union[str, dict] = 'small',
                  in_channels: int = 3,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  qkv_bias: bool = True,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
@@ -155,27 +257,29 @@ class TwinsBackbone(BaseModule):
                  patch_rounding: str = 'floor',
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None,
                  lsa_pad: str = 'mask') -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
         num_stages = len(self.arch['depths'])
-        out_indices = [i + num_stages if i < 0 else i for i in out_indices]
-        if not out_indices or any(not 0 <= i < num_stages
-                                  for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in '
-                             f'[0, {num_stages}), got {list(out_indices)}')
-        if patch_rounding not in ('floor', 'ceil'):
-            raise ValueError(f"patch_rounding must be 'floor' or 'ceil', "
-                             f'got {patch_rounding!r}')
-        if lsa_pad not in LSA_PAD_MODES:
-            raise ValueError(f'unknown lsa_pad {lsa_pad!r}; choose one of '
-                             f'{LSA_PAD_MODES}')
-        if not -1 <= frozen_stages <= max(out_indices):
+        out_indices = _check_out_indices(out_indices, num_stages)
+        _check_choice('patch_rounding', patch_rounding, ('floor', 'ceil'))
+        _check_choice('lsa_pad', lsa_pad, LSA_PAD_MODES)
+        _check_int('in_channels', in_channels, 1)
+        _check_int('frozen_stages', frozen_stages, -1)
+        if frozen_stages > max(out_indices):
             raise ValueError(f'frozen_stages must be in [-1, '
                              f'{max(out_indices)}] (the last output stage), '
                              f'got {frozen_stages}')
+        for name, value in (('drop_rate', drop_rate),
+                            ('attn_drop_rate', attn_drop_rate),
+                            ('drop_path_rate', drop_path_rate)):
+            _check_float(name, value, 0., 1., high_open=True)
+        _check_float('norm_eps', norm_eps, 0., 1., low_open=True)
+        if with_cp not in (False, True, 'selective'):
+            raise ValueError(f"with_cp must be True, False or 'selective', "
+                             f'got {with_cp!r}')
         self.in_channels = in_channels
         self.out_indices = tuple(sorted(out_indices))
         self.frozen_stages = frozen_stages
@@ -312,9 +416,20 @@ class TwinsBackbone(BaseModule):
             raise ValueError(f'{type(self).__name__} needs inputs of at '
                              f'least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
                              f'pixels, got {tuple(x.shape[2:])}')
+        weight = self.patch_embeds[0].proj.weight
+        if x.dtype != weight.dtype and not (
+                x.is_floating_point()
+                and torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f'{type(self).__name__} got a {x.dtype} input but '
+                            f'its weights are {weight.dtype}: cast one to the '
+                            f'other (e.g. x.to({weight.dtype})) or run under '
+                            f'torch.autocast')
 
     def _run_block(self, block: nn.Module, x: torch.Tensor,
                    hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if self.with_cp == 'selective' and x.requires_grad:
+            return cp.checkpoint(block, x, hw_shape, use_reentrant=False,
+                                 context_fn=_selective_contexts)
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(block, x, hw_shape, use_reentrant=False)
         return block(x, hw_shape)
@@ -334,7 +449,7 @@ class TwinsBackbone(BaseModule):
             if self.norm_after_stage:
                 x = self.norm_list[i](x)
             # Tokens viewed as NCHW (channels-last strides, no copy).
-            x = x.view(b, *hw_shape, -1).permute(0, 3, 1, 2)
+            x = x.view(b, *hw_shape, x.shape[-1]).permute(0, 3, 1, 2)
             if i in self.out_indices:
                 outs.append(x.contiguous())
         return tuple(outs)

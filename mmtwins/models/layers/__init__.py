@@ -1,5 +1,4 @@
 """Layers of mmtwins."""
-from . import fused_linear
 from .gsa import GlobalSubsampledAttention
 from .lsa import LSA_PAD_MODES, LocallyGroupedAttention
 from .peg import PositionEncodingGenerator
@@ -12,5 +11,5 @@ from .twins_block import Mlp, TwinsBlock
 __all__ = [
     'GlobalSubsampledAttention', 'LocallyGroupedAttention', 'LSA_PAD_MODES',
     'PositionEncodingGenerator', 'Mlp', 'TwinsBlock', 'SASAttention',
-    'SASAModule', 'SASAStem', 'sasa_attention', 'fused_linear'
+    'SASAModule', 'SASAStem', 'sasa_attention'
 ]

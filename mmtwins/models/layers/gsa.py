@@ -13,13 +13,11 @@ Parameter names follow the official and timm checkpoints: ``q``, ``kv``
 :func:`torch.nn.functional.scaled_dot_product_attention`, which never
 materialises the attention matrix when a fused kernel is available.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from .fused_linear import linear, linear_weights
 
 
 class GlobalSubsampledAttention(nn.Module):
@@ -71,51 +69,29 @@ class GlobalSubsampledAttention(nn.Module):
                 embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(embed_dims, eps=sr_norm_eps)
 
-    def _project(self, x: torch.Tensor, hw_shape: Tuple[int, int]):
-        """Return ``q`` (B, N, C) and ``kv`` (B, M, 2C) projections."""
-        b, n, c = x.shape
-        if self.sr_ratio > 1:
-            # (B, N, C) viewed as NCHW is a channels-last tensor: no copy.
-            x_map = x.transpose(1, 2).view(b, c, *hw_shape)
-            x_kv = self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
-            return linear(x, self.q), linear(x_kv, self.kv)
-        # No sub-sampling: one fused GEMM for q, k and v.
-        weight = torch.cat([self.q.weight, self.kv.weight])
-        bias = None
-        if self.q.bias is not None:
-            bias = torch.cat([self.q.bias, self.kv.bias])
-        qkv = linear_weights(x, weight, bias)
-        return qkv[..., :c], qkv[..., c:]
-
-    def forward(self,
-                x: torch.Tensor,
-                hw_shape: Tuple[int, int],
-                residual: Optional[torch.Tensor] = None,
-                norm: Optional[nn.Module] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> torch.Tensor:
         """Attend from every token to the sub-sampled map.
 
         Args:
             x (Tensor): Tokens of shape (B, H*W, C) in row-major order.
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
-            residual (Tensor, optional): Added to the output (fused into
-                ``proj`` where possible). Defaults to None.
-            norm (nn.Module, optional): Applied to ``x`` first (the
-                block's ``norm1``). Defaults to None.
 
         Returns:
             Tensor: Shape (B, H*W, C).
         """
-        if norm is not None:
-            x = norm(x)
         b, n, c = x.shape
         heads = self.num_heads
-        q, kv = self._project(x, hw_shape)
-        q = q.view(b, n, heads, c // heads).transpose(1, 2)
-        k, v = kv.view(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        x_kv = x
+        if self.sr_ratio > 1:
+            # (B, N, C) viewed as NCHW is a channels-last tensor: no copy.
+            x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)
+            x_kv = self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
+        q = self.q(x).view(b, n, heads, c // heads).transpose(1, 2)
+        m = x_kv.shape[1]  # explicit: -1 is ambiguous for an empty batch
+        k, v = self.kv(x_kv).view(b, m, 2, heads,
+                                  c // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         out = out.transpose(1, 2).reshape(b, n, c)
-        if self.training and self.proj_drop.p > 0:
-            out = self.proj_drop(self.proj(out))
-            return out if residual is None else out + residual
-        return linear(out, self.proj, residual=residual)
+        return self.proj_drop(self.proj(out))

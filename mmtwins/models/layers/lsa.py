@@ -21,15 +21,11 @@ where the existing implementations disagree (see ``LSA_PAD_MODES``):
 The parameter names (``qkv`` with q|k|v stacked head-major, ``proj``) are the
 official/timm ones.
 """
-from functools import partial
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from .fused_linear import linear
-from .lean_norm import NormWindowLinearFunction, recompute_norm
 
 LSA_PAD_MODES = ('mask', 'zero', 'mmseg')
 
@@ -38,8 +34,11 @@ class LocallyGroupedAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows.
 
     Windows are batched and run through
-    :func:`torch.nn.functional.scaled_dot_product_attention`; the key mask
-    (a few bytes per window) is built once per map size and cached.
+    :func:`torch.nn.functional.scaled_dot_product_attention`. The code has
+    no Python branch on the map size: padding amounts, the crop and the key
+    mask (a few bytes per window) are computed from the size, so one traced
+    graph (``torch.compile`` with dynamic shapes, ``torch.export``/ONNX with
+    dynamic height and width) is right for every size, padded or not.
 
     Args:
         embed_dims (int): Token width ``C``.
@@ -83,72 +82,80 @@ class LocallyGroupedAttention(nn.Module):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
-        self._masks: Dict[tuple, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f'window_size={self.window_size}, pad_mode={self.pad_mode!r}'
 
-    def _masks_padding(self, pad_b: int, pad_r: int) -> bool:
-        """Whether padded keys are excluded for this padding."""
-        if self.pad_mode == 'mask':
-            return bool(pad_b or pad_r)
-        if self.pad_mode == 'mmseg':
-            return bool(pad_b and pad_r)
-        return False
-
     def _key_mask(self, b: int, h: int, w: int,
-                  device: torch.device) -> torch.Tensor:
-        """Boolean (B * windows, 1, 1, ws*ws) mask, True for real tokens."""
-        key = (b, h, w, device)
-        mask = self._masks.get(key)
-        if mask is None:
-            ws = self.window_size
-            nh, nw = -(-h // ws), -(-w // ws)
-            rows = (torch.arange(nh * ws, device=device) < h).view(nh, ws)
-            cols = (torch.arange(nw * ws, device=device) < w).view(nw, ws)
-            mask = rows[:, None, :, None] & cols[None, :, None, :]
-            mask = mask.reshape(1, nh * nw, 1, 1, ws * ws).expand(
-                b, -1, -1, -1, -1).reshape(b * nh * nw, 1, 1, ws * ws)
-            if len(self._masks) > 32:  # bound the cache (multi-scale)
-                self._masks.clear()
-            self._masks[key] = mask
-        return mask
+                  device: torch.device) -> Optional[torch.Tensor]:
+        """Boolean (B * windows, 1, 1, ws*ws) key mask, True for keys that
+        real tokens may attend to, or None when the pad mode never masks.
+
+        Built from tensor comparisons rather than Python conditions on
+        ``h``/``w``, so a graph traced at one size stays right at others.
+        """
+        if self.pad_mode == 'zero':
+            return None
+        ws = self.window_size
+        nh, nw = (h + ws - 1) // ws, (w + ws - 1) // ws
+        rows = torch.arange(nh * ws, device=device) < h
+        cols = torch.arange(nw * ws, device=device) < w
+        keep = rows.view(nh, 1, ws, 1) & cols.view(1, nw, 1, ws)
+        if self.pad_mode == 'mmseg':
+            # mmseg masks only when both sides are padded (module doc).
+            both_padded = (~rows).any() & (~cols).any()
+            keep = keep | ~both_padded
+        return keep.view(nh * nw, 1, 1, ws * ws).repeat(b, 1, 1, 1)
+
+    def _window_index(self, b: int, nh: int, nw: int,
+                      device: torch.device) -> torch.Tensor:
+        """For each token of every window (window-major: batch, window row,
+        window column, row in window, column in window), its row in the
+        padded (B * nh*ws * nw*ws) token grid (int64)."""
+        ws = self.window_size
+        inner = torch.arange(ws, device=device)
+        rows = torch.arange(nh, device=device)[:, None] * ws + inner
+        cols = torch.arange(nw, device=device)[:, None] * ws + inner
+        grid = rows[:, None, :, None] * (nw * ws) + cols[None, :, None, :]
+        batch = torch.arange(b, device=device)[:, None] * (nh * nw * ws * ws)
+        return (batch + grid.flatten()[None]).flatten()
+
+    def _token_index(self, b: int, h: int, w: int,
+                     device: torch.device) -> torch.Tensor:
+        """For each real token (batch, row-major), its row among the
+        window-major tokens of all windows (int64)."""
+        ws = self.window_size
+        nh, nw = (h + ws - 1) // ws, (w + ws - 1) // ws
+        rows = torch.arange(h, device=device)
+        cols = torch.arange(w, device=device)
+        window = (rows // ws * nw)[:, None] + (cols // ws)[None, :]
+        inner = (rows % ws * ws)[:, None] + (cols % ws)[None, :]
+        batch = torch.arange(b, device=device)[:, None] * (nh * nw * ws * ws)
+        return (batch + (window * (ws * ws) + inner).flatten()[None]).flatten()
 
     def _windows(self, x: torch.Tensor,
                  hw_shape: Tuple[int, int]) -> torch.Tensor:
         """(B, H*W, C) tokens -> (B*windows, ws*ws, C), window-major, with
-        zero tokens padded at the bottom/right (one copy, ``C`` wide rather
-        than the ``3C`` of the qkv output). Padded tokens' keys and values
-        are the qkv bias; the pad mode decides whether real tokens see
-        them."""
+        zero tokens padded at the bottom/right (one ``C``-wide copy for the
+        pad, one gather for the window order). Padded tokens' keys and
+        values are the qkv bias; the pad mode decides whether real tokens
+        see them."""
         b, _, c = x.shape
         h, w = hw_shape
         ws = self.window_size
-        pad_b, pad_r = -h % ws, -w % ws
-        x = x.view(b, h, w, c)
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        nh, nw = (h + pad_b) // ws, (w + pad_r) // ws
-        return x.view(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4,
-                                                    5).reshape(-1, ws * ws, c)
+        nh, nw = (h + ws - 1) // ws, (w + ws - 1) // ws
+        x = F.pad(x.view(b, h, w, c), (0, 0, 0, nw * ws - w, 0, nh * ws - h))
+        index = self._window_index(b, nh, nw, x.device)
+        return x.view(b * nh * ws * nw * ws, c).index_select(0, index).view(
+            b * nh * nw, ws * ws, c)
 
-    def forward(self,
-                x: torch.Tensor,
-                hw_shape: Tuple[int, int],
-                residual: Optional[torch.Tensor] = None,
-                norm: Optional[nn.Module] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> torch.Tensor:
         """Attend within windows.
 
         Args:
             x (Tensor): Tokens of shape (B, H*W, C) in row-major order.
             hw_shape (tuple[int, int]): ``(H, W)`` of the token map.
-            residual (Tensor, optional): Added to the output. Defaults to
-                None.
-            norm (nn.Module, optional): Applied to ``x`` first (the
-                block's ``norm1``); when gradients are wanted its padded,
-                window-major output is recomputed in backward instead of
-                stored (:class:`NormWindowLinearFunction`). Defaults to
-                None.
 
         Returns:
             Tensor: Shape (B, H*W, C).
@@ -156,42 +163,19 @@ class LocallyGroupedAttention(nn.Module):
         b, n, c = x.shape
         h, w = hw_shape
         ws, heads = self.window_size, self.num_heads
-        pad_b, pad_r = -h % ws, -w % ws
-        nh, nw, d = -(-h // ws), -(-w // ws), c // heads
-        windows = partial(self._windows, hw_shape=hw_shape)
-        if norm is not None and recompute_norm(norm):
-            qkv = NormWindowLinearFunction.apply(
-                x, norm.weight, norm.bias, norm.eps, windows,
-                self.qkv.weight, self.qkv.bias)
-        else:
-            if norm is not None:
-                x = norm(x)
-            qkv = linear(windows(x), self.qkv)
+        nh, nw, d = (h + ws - 1) // ws, (w + ws - 1) // ws, c // heads
+        qkv = self.qkv(self._windows(x, hw_shape))
         # q/k/v are (B*windows, heads, ws*ws, d) views of the qkv output;
         # 4-D inputs keep SDPA on its fused kernels.
         qkv = qkv.view(b * nh * nw, ws * ws, 3, heads, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        masked = self._masks_padding(pad_b, pad_r)
-        mask: Optional[torch.Tensor] = None
-        if masked:
-            mask = self._key_mask(b, h, w, x.device)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask,
+            q, k, v, attn_mask=self._key_mask(b, h, w, x.device),
             dropout_p=self.attn_drop if self.training else 0.)
-        # The fused kernels lay the output out as (B*windows, ws*ws, heads,
-        # d), so this is a view and ``proj`` shares the tensor that SDPA
-        # keeps for backward. ``proj`` is per token, so applying it before
-        # cropping the padding changes nothing but a little work.
-        out = linear(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c),
-                     self.proj)
-        out = self.proj_drop(out)
-        out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-        if pad_b or pad_r:
-            out = out.reshape(b, nh * ws, nw * ws, c)[:, :h, :w]
-        else:
-            out = out.reshape(b, h, w, c) if residual is None else out
-        if residual is None:
-            return out.reshape(b, n, c)
-        # The addition reads the window-major (or cropped) layout and
-        # writes row-major tokens: one pass instead of a copy and an add.
-        return (residual.reshape(out.shape) + out).reshape(b, n, c)
+        # ``proj`` is per token, so applying it before dropping the padded
+        # tokens changes nothing but a little work.
+        out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
+        out = self.proj_drop(out).view(b * nh * nw * ws * ws, c)
+        # Back to row-major tokens without the padding: one gather.
+        index = self._token_index(b, h, w, x.device)
+        return out.index_select(0, index).view(b, n, c)

@@ -7,15 +7,13 @@ applied once per branch, as in the official code (mmseg and mmpretrain apply
 it twice). Names (``norm1``, ``attn``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``)
 are the official/timm ones.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks.drop import DropPath
 
-from .fused_linear import linear
 from .gsa import GlobalSubsampledAttention
-from .lean_norm import NormMlpFunction, recompute_norm
 from .lsa import LocallyGroupedAttention
 
 
@@ -38,20 +36,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def forward(self,
-                x: torch.Tensor,
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``drop(fc2(drop(act(fc1(x))))) + residual``; without active
-        dropout the GELU and the residual addition are fused into the
-        layers where possible (see :mod:`.fused_linear`)."""
-        if self.training and self.drop.p > 0:
-            out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-            return out if residual is None else out + residual
-        if type(self.act) is nn.GELU and self.act.approximate == 'none':
-            hidden = linear(x, self.fc1, act='gelu')
-        else:
-            hidden = self.act(self.fc1(x))
-        return linear(hidden, self.fc2, residual=residual)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``drop(fc2(drop(act(fc1(x)))))``."""
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class TwinsBlock(nn.Module):
@@ -101,27 +88,7 @@ class TwinsBlock(nn.Module):
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
 
-    def _lean_mlp(self, x: torch.Tensor) -> bool:
-        """Whether ``norm2`` + ``mlp`` can run as :class:`NormMlpFunction`:
-        when gradients are wanted (see :func:`recompute_norm`), with the
-        exact GELU and without dropout."""
-        return (recompute_norm(self.norm2) and self.mlp.drop.p == 0
-                and type(self.mlp.act) is nn.GELU
-                and self.mlp.act.approximate == 'none')
-
     def forward(self, x: torch.Tensor,
                 hw_shape: Tuple[int, int]) -> torch.Tensor:
-        if not self.training:
-            # Drop path is the identity: the residual additions can be
-            # fused into ``proj`` and ``fc2``.
-            x = self.attn(x, hw_shape, residual=x, norm=self.norm1)
-            return self.mlp(self.norm2(x), residual=x)
-        x = x + self.drop_path(self.attn(x, hw_shape, norm=self.norm1))
-        if self._lean_mlp(x):
-            norm, mlp = self.norm2, self.mlp
-            out = NormMlpFunction.apply(x, norm.weight, norm.bias, norm.eps,
-                                        mlp.fc1.weight, mlp.fc1.bias,
-                                        mlp.fc2.weight, mlp.fc2.bias)
-        else:
-            out = self.mlp(self.norm2(x))
-        return x + self.drop_path(out)
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
