@@ -17,6 +17,26 @@ from mmtwins.registry import MODELS
 from .sasa_ops import sasa_attention
 
 
+def check_input(module: nn.Module, x: Tensor, in_channels: int) -> None:
+    """One-line errors for a SASA module's input: shape and dtype.
+
+    The dtype must be the parameters' (fp32 models take fp32 images); under
+    ``torch.autocast`` the convolutions cast it, so any float is accepted.
+    """
+    name = type(module).__name__
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f'{name} expects (B, {in_channels}, H, W) input, '
+                         f'got shape {tuple(x.shape)}')
+    dtype = next(module.parameters()).dtype
+    if x.dtype != dtype and not (x.dtype.is_floating_point
+                                 and torch.is_autocast_enabled(
+                                     x.device.type)):
+        raise TypeError(
+            f'{name} got a {x.dtype} input but has {dtype} parameters; '
+            f'cast the input (x.to({dtype})) or the model '
+            f'(model.to({x.dtype}))')
+
+
 @MODELS.register_module()
 class SASAttention(nn.Module):
     """Local multi-head self-attention over a k x k window (SASA §3).
@@ -143,15 +163,17 @@ class SASAttention(nn.Module):
             Tensor: ``(B, out_channels, H, W)``, or ``(B, out_channels,
             ceil(H / 2), ceil(W / 2))`` with ``stride=2``.
         """
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'SASAttention expects (B, {self.in_channels}, H, W) '
-                f'input, got shape {tuple(x.shape)}')
+        check_input(self, x, self.in_channels)
         batch, _, height, width = x.shape
-        shape = (batch, self.num_heads, self.head_dim, height, width)
-        query = (self.query_conv(x) * self.scale).view(shape)
-        key = self.key_conv(x).view(shape)
-        value = self.value_conv(x).view(shape)
+        # One 1x1 conv for the three projections (one GEMM instead of
+        # three); the query rows carry the logit scale.
+        weight = torch.cat([
+            self.query_conv.weight * self.scale, self.key_conv.weight,
+            self.value_conv.weight
+        ])
+        qkv = F.conv2d(x, weight).view(batch, 3, self.num_heads,
+                                       self.head_dim, height, width)
+        query, key, value = qkv.unbind(1)
         table = (self.kernel_size, self.num_heads, self.head_dim // 2)
         out = sasa_attention(query, key, value, self.rel_h.view(table),
                              self.rel_w.view(table))
