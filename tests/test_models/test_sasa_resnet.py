@@ -310,7 +310,8 @@ def test_stem_bad_input_raises():
 @pytest.mark.parametrize('stem', ['conv', 'attention'])
 def test_empty_batch_gives_empty_outputs(stem, training):
     model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
-                       num_heads=2).train(training)  # norm_eval=True
+                       num_heads=2)
+    model.train(training)  # norm_eval=True: BatchNorm stays in eval
     x = torch.randn(0, 3, 50, 37, requires_grad=training)
     outs = model(x)
     expected = [(0, 32, 13, 10), (0, 64, 7, 5), (0, 128, 4, 3),
@@ -325,7 +326,8 @@ def test_empty_batch_gives_empty_outputs(stem, training):
 @pytest.mark.parametrize('stem', ['conv', 'attention'])
 def test_input_dtype_mismatch_is_one_line(stem, dtype):
     model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
-                       num_heads=2).eval()
+                       num_heads=2)
+    model.eval()
     with pytest.raises(TypeError, match='has torch.float32 parameters') as e:
         model(torch.randn(1, 3, 32, 32, dtype=dtype))
     assert '\n' not in str(e.value)
@@ -340,7 +342,8 @@ def test_input_dtype_mismatch_is_one_line(stem, dtype):
 def test_bfloat16_autocast_runs(stem):
     """Under CPU autocast the convs cast the fp32 input; the op follows."""
     model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
-                       num_heads=2).eval()
+                       num_heads=2)
+    model.eval()
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         outs = model(torch.randn(1, 3, 32, 32))
     assert all(torch.isfinite(out.float()).all() for out in outs)

@@ -183,7 +183,9 @@ class SASAResNet(ResNet):
         As ResNet's forward, after a one-line check of the input's shape
         and dtype (an empty batch gives empty outputs).
         """
-        check_input(self, x, self.image_channels)
+        weight = (self.stem.query_conv.weight
+                  if self.deep_stem else self.conv1.weight)
+        check_input(self, x, self.image_channels, weight)
         return super().forward(x)
 
     def make_res_layer(self, **kwargs) -> ResLayer:

@@ -50,10 +50,10 @@ from . import sasa_export
 from . import sasa_threads as _threads
 
 # On CPU the offset loops run over chunks whose query slice holds about
-# this many elements (1 MiB in fp32), so that a chunk's queries, keys,
+# this many elements (256 KiB in fp32), so that a chunk's queries, keys,
 # values and logits stay close to the cache while the per-chunk Python
 # overhead stays small.
-_CPU_CHUNK_NUMEL = 2**18
+_CPU_CHUNK_NUMEL = 2**16
 
 _Chunk = Tuple[slice, int, int]
 _Offset = Tuple[int, slice, slice, slice, slice]

@@ -167,9 +167,9 @@ class SASAStem(nn.Module):
         def blocks(t: Tensor) -> Tensor:
             # (B, C, H, W) -> (B, rows, cols, size * size, C)
             t = F.pad(t, (0, pad_w, 0, pad_h))
-            t = t.view(t.shape[0], -1, rows, size, cols, size)
+            t = t.view(t.shape[0], t.shape[1], rows, size, cols, size)
             return t.permute(0, 2, 4, 3, 5, 1).reshape(
-                t.shape[0], rows, cols, size * size, -1)
+                t.shape[0], rows, cols, size * size, t.shape[1])
 
         def split_heads(t: Tensor) -> Tensor:
             # (..., size^2, heads * dim) -> (..., heads, size^2, dim)
@@ -217,7 +217,7 @@ class SASAStem(nn.Module):
         Returns:
             Tensor: ``(B, out_channels, ceil(H / block), ceil(W / block))``.
         """
-        check_input(self, x, self.in_channels)
+        check_input(self, x, self.in_channels, self.query_conv.weight)
         out = self.norm(self.attend(x))
         return F.max_pool2d(out, self.block_size, self.block_size,
                             ceil_mode=True)
