@@ -183,15 +183,12 @@ class SASAttention(nn.Module):
         """
         check_input(self, x, self.in_channels, self.query_conv.weight)
         batch, _, height, width = x.shape
-        # One 1x1 conv for the three projections (one GEMM instead of
-        # three); the query rows carry the logit scale.
-        weight = torch.cat([
-            self.query_conv.weight * self.scale, self.key_conv.weight,
-            self.value_conv.weight
-        ])
-        qkv = F.conv2d(x, weight).view(batch, 3, self.num_heads,
-                                       self.head_dim, height, width)
-        query, key, value = qkv.unbind(1)
+        shape = (batch, self.num_heads, self.head_dim, height, width)
+        # The scale goes into the query weights (no scaled activation copy);
+        # three convs keep q, k and v contiguous for the op at any batch.
+        query = F.conv2d(x, self.query_conv.weight * self.scale).view(shape)
+        key = self.key_conv(x).view(shape)
+        value = self.value_conv(x).view(shape)
         table = (self.kernel_size, self.num_heads, self.head_dim // 2)
         out = sasa_attention(query, key, value, self.rel_h.view(table),
                              self.rel_w.view(table))
