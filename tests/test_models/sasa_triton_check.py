@@ -16,8 +16,11 @@ assert os.environ.get('TRITON_INTERPRET') == '1', 'set TRITON_INTERPRET=1'
 import torch  # noqa: E402
 from sasa_reference import unfold_sasa_attention  # noqa: E402
 
-from mmtwins.models.layers import sasa_export, sasa_ops  # noqa: E402
-from mmtwins.models.layers import sasa_triton  # noqa: E402
+from mmtwins.models.layers import (  # noqa: E402
+    sasa_export,
+    sasa_ops,
+    sasa_triton,
+)
 
 # (shape, kernel_size): a window larger than the image, odd sizes, a head
 # width (6) that is not a power of two (the Triton tiles pad it) and an

@@ -9,8 +9,12 @@ import pytest
 import torch
 from sasa_reference import unfold_sasa_attention, unfold_sasa_layer
 
-from mmtwins.models.layers import (SASAttention, sasa_export, sasa_ops,
-                                   sasa_threads)
+from mmtwins.models.layers import (
+    SASAttention,
+    sasa_export,
+    sasa_ops,
+    sasa_threads,
+)
 from mmtwins.models.layers.sasa_ops import sasa_attention
 
 

@@ -245,7 +245,7 @@ def run_network(args: argparse.Namespace, device: torch.device) -> None:
         for model in models.values():
             model.train(mode.startswith('train'))
         times = _paired({
-            name: (lambda m=model: step(m, x))
+            name: (lambda m=model, step=step: step(m, x))
             for name, model in models.items()
         }, args.pairs, device)
         row = [mode] + [f'{1e3 * median(times[name]):.0f}'
