@@ -91,7 +91,7 @@ def test_sasa_stand_in_counts_like_the_real_op():
             stand_in.set_op_handle(**GET_FLOPS.EXTRA_HANDLES)
             assert stand_in.total() == expected
             assert 'PythonOp._SASAFlops' in stand_in.by_operator()
-    assert 'PythonOp._SASAFunction' in real.by_operator()
+    assert 'sasa_attention' in real.by_operator()  # mmtwins::sasa_attention
     # 2 heads x 42 pixels x 8 dims x (2 * 9 + 3), plus the 1x1 projections
     assert expected >= 2 * 42 * 8 * 21
 

@@ -1,10 +1,20 @@
 """SASAttention: exactness against the unfold reference, locality, borders.
 """
+import copy
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from sasa_reference import unfold_sasa_attention, unfold_sasa_layer
 
-from mmtwins.models.layers import SASAttention, sasa_ops
+from mmtwins.models.layers import (
+    SASAttention,
+    sasa_export,
+    sasa_ops,
+    sasa_threads,
+)
 from mmtwins.models.layers.sasa_ops import sasa_attention
 
 
@@ -71,7 +81,7 @@ def test_cpu_chunks_and_worker_threads_are_exact(monkeypatch, chunk_numel,
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        assert len(sasa_ops._partitions(6, torch.device('cpu'))) == threads
+        assert len(sasa_threads.partitions(6, torch.device('cpu'))) == threads
         layer = SASAttention(4, 8, 5, num_heads=2).double()
         x = _inputs(layer, 3, 9, 6, torch.float64)
         out = layer(x)
@@ -81,13 +91,76 @@ def test_cpu_chunks_and_worker_threads_are_exact(monkeypatch, chunk_numel,
         for ours, theirs in zip(_grads(out, x, layer, grad),
                                 _grads(ref, x, layer, grad)):
             assert (ours - theirs).abs().max() <= 1e-10
-        # Without gradients the probabilities live in one reused buffer.
+        # Without gradients, and in inference mode on the worker threads.
         with torch.no_grad():
             assert torch.equal(layer(x), out.detach())
-        # The workers leave PyTorch's thread setting as it was.
+        with torch.inference_mode():
+            assert torch.equal(layer(x), out.detach())
+        # The op leaves PyTorch's thread setting as it was.
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def _op_args(shape, kernel_size, dtype=torch.float64, requires_grad=True):
+    batch, heads, head_dim, height, width = shape
+    args = [torch.randn(shape, dtype=dtype) for _ in range(3)]
+    args += [torch.randn(kernel_size, heads, head_dim // 2, dtype=dtype)
+             for _ in range(2)]
+    return [a.requires_grad_(requires_grad) for a in args]
+
+
+@pytest.mark.parametrize('shape,kernel_size', [((2, 2, 4, 5, 6), 3),
+                                               ((1, 1, 2, 3, 2), 5)])
+def test_opcheck(shape, kernel_size):
+    """Schema, fake implementation and autograd registration of the ops."""
+    args = _op_args(shape, kernel_size)
+    torch.library.opcheck(torch.ops.mmtwins.sasa_attention.default, args)
+    out, lse = torch.ops.mmtwins.sasa_attention(*args)
+    backward_args = [torch.randn_like(out), *[a.detach() for a in args],
+                     out.detach(), lse.detach()]
+    for mask in ([True] * 5, [False, True, False, True, False]):
+        torch.library.opcheck(
+            torch.ops.mmtwins.sasa_attention_backward.default,
+            backward_args + [mask])
+
+
+def test_log_sum_exp_output():
+    args = _op_args((1, 2, 4, 6, 5), 3, requires_grad=False)
+    out, lse = torch.ops.mmtwins.sasa_attention(*args)
+    ref_out, ref_lse = sasa_export.sasa_attention_decomposition(*args)
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    assert torch.allclose(lse, ref_lse, atol=1e-12)
+
+
+def test_triton_kernels_match_unfold_reference():
+    """The CUDA path's fused kernels, run by Triton's interpreter on CPU.
+
+    Forward, log-sum-exp and all five gradients in float64 and float32, in
+    a separate process (``sasa_triton_check.py``): Triton must see
+    ``TRITON_INTERPRET=1`` before it is first imported.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([root, here]))
+    result = subprocess.run(
+        [sys.executable, os.path.join(here, 'sasa_triton_check.py')],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count('ok ') == 8, result.stdout
+
+
+def test_export_decomposition_matches_unfold_reference():
+    """The standard-op form used for ONNX export, with gradients."""
+    args = _op_args((2, 2, 4, 7, 6), 5)
+    out, _ = sasa_export.sasa_attention_decomposition(*args)
+    ref = unfold_sasa_attention(*args)
+    assert (out - ref).abs().max() <= 1e-12
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(torch.autograd.grad(out, args, grad),
+                            torch.autograd.grad(ref, args, grad)):
+        assert (ours - theirs).abs().max() <= 1e-12
 
 
 def test_function_gradcheck():
@@ -240,3 +313,33 @@ def test_cuda_matches_reference(monkeypatch):
     for ours, theirs in zip(_grads(out, x, layer, grad),
                             _grads(ref, x, layer, grad)):
         assert (ours - theirs).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_empty_batch(stride):
+    layer = SASAttention(4, 8, 3, num_heads=2, stride=stride)
+    x = torch.randn(0, 4, 7, 6, requires_grad=True)
+    out = layer(x)
+    assert out.shape == (0, 8, -(-7 // stride), -(-6 // stride))
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert layer.rel_h.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16,
+                                   torch.bfloat16])
+def test_input_dtype_mismatch_is_one_line(dtype):
+    layer = SASAttention(4, 8, 3, num_heads=2)
+    with pytest.raises(TypeError, match='has torch.float32 parameters') as e:
+        layer(torch.randn(1, 4, 5, 5, dtype=dtype))
+    assert '\n' not in str(e.value)
+
+
+def test_bfloat16_model_runs():
+    """A model cast to bf16 runs the op in bf16 (close to fp32)."""
+    layer = SASAttention(4, 8, 3, num_heads=2)
+    x = torch.randn(1, 4, 6, 5)
+    ref = layer(x)
+    out = copy.deepcopy(layer).bfloat16()(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 0.1 * ref.abs().max()

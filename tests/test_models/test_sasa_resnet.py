@@ -303,3 +303,69 @@ def test_stem_bad_arguments_raise(kwargs, message):
 def test_stem_bad_input_raises():
     with pytest.raises(ValueError, match=r'expects \(B, 3, H, W\)'):
         SASAStem(3, 16)(torch.rand(1, 1, 8, 8))
+
+
+# ------------------------------------------- empty batches, dtypes, errors
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('stem', ['conv', 'attention'])
+def test_empty_batch_gives_empty_outputs(stem, training):
+    model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
+                       num_heads=2)
+    model.train(training)  # norm_eval=True: BatchNorm stays in eval
+    x = torch.randn(0, 3, 50, 37, requires_grad=training)
+    outs = model(x)
+    expected = [(0, 32, 13, 10), (0, 64, 7, 5), (0, 128, 4, 3),
+                (0, 256, 2, 2)]
+    assert [tuple(out.shape) for out in outs] == expected
+    if training:
+        sum(out.sum() for out in outs).backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
+@pytest.mark.parametrize('stem', ['conv', 'attention'])
+def test_input_dtype_mismatch_is_one_line(stem, dtype):
+    model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
+                       num_heads=2)
+    model.eval()
+    with pytest.raises(TypeError, match='has torch.float32 parameters') as e:
+        model(torch.randn(1, 3, 32, 32, dtype=dtype))
+    assert '\n' not in str(e.value)
+    # Casting the model instead works (float64 here; fp16 convs need
+    # a GPU or autocast on CPU).
+    if dtype == torch.float64:
+        outs = model.to(dtype)(torch.randn(1, 3, 32, 32, dtype=dtype))
+        assert outs[-1].dtype == dtype
+
+
+@pytest.mark.parametrize('stem', ['conv', 'attention'])
+def test_bfloat16_autocast_runs(stem):
+    """Under CPU autocast the convs cast the fp32 input; the op follows."""
+    model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
+                       num_heads=2)
+    model.eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(torch.randn(1, 3, 32, 32))
+    assert all(torch.isfinite(out.float()).all() for out in outs)
+
+
+def test_bad_input_is_one_line():
+    model = SASAResNet(26, base_channels=8, kernel_size=3, num_heads=2)
+    for x in (torch.randn(1, 1, 32, 32), torch.randn(3, 32, 32)):
+        with pytest.raises(ValueError, match=r'expects \(B, 3, H, W\)'):
+            model(x)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(kernel_size=4), 'positive odd'),
+    (dict(kernel_size=0), 'positive odd'),
+    (dict(num_heads=3), 'divisible by num_heads'),
+    (dict(num_heads=8), 'must be even'),
+    (dict(num_heads=0), 'num_heads must be a positive int'),
+])
+def test_bad_attention_arguments_are_one_line(kwargs, message):
+    args = dict(depth=26, base_channels=8, kernel_size=3, num_heads=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message) as error:
+        SASAResNet(**args)
+    assert '\n' not in str(error.value)

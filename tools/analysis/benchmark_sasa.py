@@ -1,4 +1,7 @@
-"""Benchmark the SASA layer against the straightforward unfold reference.
+"""Benchmark the SASA layer (against unfold) and SASA-ResNet-50 (against a
+convolutional ResNet-50).
+
+Layer (``--cases``):
 
 For each case this builds one :class:`mmtwins.models.SASAttention` and runs
 the same parameters through the layer ("ours") and through the unfold
@@ -25,17 +28,33 @@ SASA-ResNet-50 RetinaNet for an ``--input-size`` image: the stage-1 layer,
 the strided first layers of stages 2-4 (attention at the pre-pool
 resolution) and the FPN/head layer at P3.
 
+With ``--rss`` each case also runs once per implementation in a fresh
+child process, which reports its peak resident set size above the baseline
+it had before the forward+backward (what the allocator really took from the
+system, caching included).
+
+Network (``--network``): one training step (forward + backward of the sum
+of the stage outputs, ``train()`` mode with mmdet's default ``norm_eval``)
+of ``SASAResNet(depth=50)`` and of mmdet's ``ResNet(depth=50)`` at
+``--network-size``, interleaved (one warm-up each, then ``--pairs`` pairs);
+the ratio is the median of the paired ratios. The eval forward (no grad)
+is compared the same way. ``--compile`` adds ``torch.compile`` of the SASA
+network (inductor) beside its eager run, training step and forward.
+
 Example::
 
-    python tools/analysis/benchmark_sasa.py
+    python tools/analysis/benchmark_sasa.py --cases issue --rss --network
     python tools/analysis/benchmark_sasa.py --device cuda --batch 2 \
         --input-size 800 1344
 """
 import argparse
+import copy
+import json
 import os.path as osp
 import platform
+import subprocess
 import sys
-from typing import Callable, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor
@@ -128,6 +147,115 @@ def run_case(case: Case, device: torch.device, repeats: int,
         max_diff=max_diff)
 
 
+def _rss_bytes(field: str) -> int:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process, in bytes."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'no {field} in /proc/self/status')
+
+
+def child_rss(impl: str, case: Case, kernel_size: int,
+              num_heads: int) -> None:
+    """In a fresh process: print the peak RSS added by one fwd+bwd."""
+    torch.manual_seed(0)
+    layer = SASAttention(case.channels, case.channels, kernel_size,
+                         num_heads, case.stride)
+    x = torch.randn(case.batch, case.channels, case.height, case.width,
+                    requires_grad=True)
+    grad = torch.randn(case.batch, case.channels,
+                       -(-case.height // case.stride),
+                       -(-case.width // case.stride))
+    fn = layer if impl == 'ours' else (
+        lambda t: unfold_sasa_layer(layer, t))
+    base = _rss_bytes('VmRSS')
+    _step(fn, x, layer, grad)
+    print(json.dumps({'added': _rss_bytes('VmHWM') - base}))
+
+
+def rss_in_child(impl: str, case: Case, args: argparse.Namespace) -> float:
+    """MiB of peak RSS one fwd+bwd adds, measured in a child process."""
+    command = [
+        sys.executable,
+        osp.abspath(__file__), '--child-rss', impl,
+        json.dumps(case._asdict()), '--kernel-size',
+        str(args.kernel_size), '--num-heads',
+        str(args.num_heads)
+    ]
+    if args.threads is not None:
+        command += ['--threads', str(args.threads)]
+    output = subprocess.run(
+        command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])['added'] / 2**20
+
+
+def _train_step(model: torch.nn.Module, x: Tensor) -> None:
+    outs = model(x)
+    sum(out.sum() for out in outs).backward()
+    for param in model.parameters():
+        param.grad = None
+
+
+def _forward(model: torch.nn.Module, x: Tensor) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def _paired(fns: Dict[str, Callable[[], None]], pairs: int,
+            device: torch.device) -> Dict[str, List[float]]:
+    """Seconds per call, the functions interleaved, one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(pairs):
+        for name, fn in fns.items():
+            times[name].append(time_once(fn, device))
+    return times
+
+
+def _ratio(times: Dict[str, List[float]], a: str, b: str) -> float:
+    """Median over pairs of ``time(a) / time(b)``."""
+    return median([x / y for x, y in zip(times[a], times[b])])
+
+
+def run_network(args: argparse.Namespace, device: torch.device) -> None:
+    """SASA-ResNet-50 against mmdet's ResNet-50 (module docstring)."""
+    from mmdet.models.backbones import ResNet
+
+    from mmtwins.models.backbones import SASAResNet
+    torch.manual_seed(0)
+    models = {
+        'sasa': SASAResNet(depth=50).to(device),
+        'conv': ResNet(depth=50).to(device),
+    }
+    if args.compile:
+        models['sasa-compiled'] = torch.compile(
+            copy.deepcopy(models['sasa']))
+    x = torch.randn(1, 3, *args.network_size, device=device)
+    print(f'\nNetwork, 1x3x{args.network_size[0]}x{args.network_size[1]}, '
+          f'{describe_device(device)}; {args.pairs} interleaved pairs, '
+          'median of paired ratios')
+    print('| mode | ' + ' | '.join(f'{name} ms' for name in models) +
+          ' | sasa / conv |' + (' compiled / eager |' if args.compile
+                                else ''))
+    print('|---|' + '---|' * (len(models) + 1 + int(args.compile)))
+    for mode, step in (('train step (fwd+bwd)', _train_step),
+                       ('forward (eval)', _forward)):
+        for model in models.values():
+            model.train(mode.startswith('train'))
+        times = _paired({
+            name: (lambda m=model, step=step: step(m, x))
+            for name, model in models.items()
+        }, args.pairs, device)
+        row = [mode] + [f'{1e3 * median(times[name]):.0f}'
+                        for name in models]
+        row.append(f'{_ratio(times, "sasa", "conv"):.2f}x')
+        if args.compile:
+            row.append(f'{_ratio(times, "sasa-compiled", "sasa"):.2f}x')
+        print('| ' + ' | '.join(row) + ' |', flush=True)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
@@ -148,6 +276,20 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--kernel-size', type=int, default=7)
     parser.add_argument('--num-heads', type=int, default=8)
+    parser.add_argument('--rss', action='store_true',
+                        help='also measure peak RSS in child processes')
+    parser.add_argument('--network', action='store_true',
+                        help='also compare SASA-ResNet-50 with ResNet-50')
+    parser.add_argument('--network-size', type=int, nargs=2,
+                        default=(512, 512), metavar=('H', 'W'))
+    parser.add_argument('--pairs', type=int, default=5,
+                        help='interleaved pairs of the network comparison')
+    parser.add_argument('--compile', action='store_true',
+                        help='add torch.compile of the SASA network')
+    parser.add_argument('--no-layer', action='store_true',
+                        help='skip the layer table')
+    parser.add_argument('--child-rss', nargs=2, metavar=('IMPL', 'CASE'),
+                        help=argparse.SUPPRESS)
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: PyTorch\'s choice); 1 '
                         'gives steadier numbers on a machine shared with '
@@ -155,28 +297,49 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.child_rss:
+        impl, case = args.child_rss
+        child_rss(impl, Case(**json.loads(case)), args.kernel_size,
+                  args.num_heads)
+        return
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda given but CUDA is not available')
+    if args.rss and device.type != 'cpu':
+        parser.error('--rss measures CPU memory; use it with --device cpu')
 
-    print(f'SASA layer, forward+backward, fp32, k={args.kernel_size}, '
-          f'{args.num_heads} heads; {describe_device(device)}; '
-          f'torch {torch.__version__}; median of {args.repeats}')
-    header = ('case', 'B x C x H x W', 'stride', 'ours ms', 'unfold ms',
-              'speed-up', 'ours MiB', 'unfold MiB', 'mem ratio', 'max diff')
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for case in build_cases(args.cases, args.batch, tuple(args.input_size)):
-        result = run_case(case, device, args.repeats, args.kernel_size,
-                          args.num_heads)
-        ms, mib = result['ms'], result['mib']
-        row = (case.name,
-               f'{case.batch}x{case.channels}x{case.height}x{case.width}',
-               str(case.stride), f'{ms["ours"]:.1f}', f'{ms["unfold"]:.1f}',
-               f'{ms["unfold"] / ms["ours"]:.1f}x', f'{mib["ours"]:.1f}',
-               f'{mib["unfold"]:.1f}', f'{mib["unfold"] / mib["ours"]:.1f}x',
-               f'{result["max_diff"]:.1e}')
-        print('| ' + ' | '.join(row) + ' |', flush=True)
+    if not args.no_layer:
+        print(f'SASA layer, forward+backward, fp32, k={args.kernel_size}, '
+              f'{args.num_heads} heads; {describe_device(device)}; '
+              f'torch {torch.__version__}; median of {args.repeats}')
+        header = ['case', 'B x C x H x W', 'stride', 'ours ms', 'unfold ms',
+                  'speed-up', 'ours MiB', 'unfold MiB', 'mem ratio']
+        if args.rss:
+            header += ['ours RSS MiB', 'unfold RSS MiB', 'RSS ratio']
+        header.append('max diff')
+        print('| ' + ' | '.join(header) + ' |')
+        print('|' + '---|' * len(header))
+        for case in build_cases(args.cases, args.batch,
+                                tuple(args.input_size)):
+            result = run_case(case, device, args.repeats, args.kernel_size,
+                              args.num_heads)
+            ms, mib = result['ms'], result['mib']
+            row = [case.name,
+                   f'{case.batch}x{case.channels}x{case.height}x'
+                   f'{case.width}', str(case.stride), f'{ms["ours"]:.1f}',
+                   f'{ms["unfold"]:.1f}',
+                   f'{ms["unfold"] / ms["ours"]:.1f}x',
+                   f'{mib["ours"]:.1f}', f'{mib["unfold"]:.1f}',
+                   f'{mib["unfold"] / mib["ours"]:.1f}x']
+            if args.rss:
+                rss = {impl: rss_in_child(impl, case, args)
+                       for impl in ('ours', 'unfold')}
+                row += [f'{rss["ours"]:.0f}', f'{rss["unfold"]:.0f}',
+                        f'{rss["unfold"] / rss["ours"]:.1f}x']
+            row.append(f'{result["max_diff"]:.1e}')
+            print('| ' + ' | '.join(row) + ' |', flush=True)
+    if args.network:
+        run_network(args, device)
 
 
 if __name__ == '__main__':

@@ -23,14 +23,14 @@ mmengine has no rule for ``aten::scaled_dot_product_attention``, so one is
 added here: its two matrix products (q @ k^T and attn @ v), exactly what an
 explicit ``matmul`` implementation would be charged.
 
-The same goes for SASA's local attention (``_SASAFunction``, a custom
-autograd function, traced as one ``prim::PythonOp``): per pixel and head,
+The same goes for SASA's local attention (the custom op
+``mmtwins::sasa_attention``, traced as one node): per pixel and head,
 ``head_dim * (2 k^2 + k)`` for the k x k logits, the k row plus k column
 positional logits and the weighted sum of values (windows are charged in
-full at the borders, as a convolution is). Tracing records every step of
-that op's chunked loop, which takes minutes per detector at 800x600, so for
-the count the op is swapped for a stand-in with the same inputs and output
-shape (``_SASAFlops``) that the tracer records as one node. Other custom
+full at the borders, as a convolution is). For the count the op is
+swapped for a stand-in with the same inputs and output shape
+(``_SASAFlops``) that the tracer records as one node without running the
+attention. Other custom
 autograd functions would go uncounted, so, mmcv's RoIAlign and NMS aside,
 the tool refuses to report a total then.
 
@@ -68,7 +68,8 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 def sasa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """FLOPs of SASA's k x k local attention (``_SASAFunction``)."""
+    """FLOPs of SASA's k x k local attention (``mmtwins::sasa_attention``).
+    """
     from mmengine.analysis.jit_handles import get_shape
 
     batch, heads, head_dim, height, width = get_shape(inputs[0])
@@ -80,7 +81,7 @@ def sasa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 # Rules for ops mmengine does not count, by traced op kind.
 EXTRA_HANDLES = {
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
-    'prim::PythonOp._SASAFunction': sasa_flop_jit,
+    'mmtwins::sasa_attention': sasa_flop_jit,
     'prim::PythonOp._SASAFlops': sasa_flop_jit,
 }
 

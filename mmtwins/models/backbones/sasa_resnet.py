@@ -5,15 +5,15 @@ NeurIPS 2019, arXiv 1906.05909, §4.1 and §4.3 (no official code was
 released). Built on MMDetection's ``ResNet``, whose stages, 1x1 convs,
 residual paths, freezing and ``norm_eval`` it keeps.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
-from torch import nn
+from torch import Tensor, nn
 
 from mmtwins.registry import MODELS
 
-from ..layers.sasa_attention import SASAttention
+from ..layers.sasa_attention import SASAttention, check_input
 from ..layers.sasa_stem import SASAStem
 
 
@@ -147,6 +147,7 @@ class SASAResNet(ResNet):
             raise ValueError('SASAResNet: frozen_stages must be in -1..4, '
                              f'got {frozen_stages!r}')
         self.stem_type = stem
+        self.image_channels = in_channels
         self.attention_stages = attention_stages
         self.kernel_size = kernel_size
         self.num_heads = num_heads
@@ -175,6 +176,17 @@ class SASAResNet(ResNet):
             in_channels, stem_channels, norm_cfg=self.norm_cfg)
         # SASAStem pools itself; ResNet's forward still calls maxpool.
         self.maxpool = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Stage outputs of ``out_indices`` for images ``(B, C, H, W)``.
+
+        As ResNet's forward, after a one-line check of the input's shape
+        and dtype (an empty batch gives empty outputs).
+        """
+        weight = (self.stem.query_conv.weight
+                  if self.deep_stem else self.conv1.weight)
+        check_input(self, x, self.image_channels, weight)
+        return super().forward(x)
 
     def make_res_layer(self, **kwargs) -> ResLayer:
         """Build one stage, with attention where ``attention_stages`` says.

@@ -17,6 +17,44 @@ from mmtwins.registry import MODELS
 from .sasa_ops import sasa_attention
 
 
+def check_input(module: nn.Module, x: Tensor, in_channels: int,
+                weight: Tensor) -> None:
+    """One-line errors for a SASA module's input: shape and dtype.
+
+    The dtype must be the parameters' (``weight`` is one of them; fp32
+    models take fp32 images); under ``torch.autocast`` the convolutions cast
+    it, so any float is accepted.
+    """
+    name = type(module).__name__
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f'{name} expects (B, {in_channels}, H, W) input, '
+                         f'got shape {tuple(x.shape)}')
+    dtype = weight.dtype
+    if x.dtype != dtype and not (x.dtype.is_floating_point
+                                 and torch.is_autocast_enabled(
+                                     x.device.type)):
+        raise TypeError(
+            f'{name} got a {x.dtype} input but has {dtype} parameters; '
+            f'cast the input (x.to({dtype})) or the model '
+            f'(model.to({x.dtype}))')
+
+
+def _average_pool_2x2_ceil(x: Tensor) -> Tensor:
+    """``F.avg_pool2d(x, 2, 2, ceil_mode=True)``, written without ceil_mode.
+
+    One zero row and column are padded at the bottom and right and the
+    windows are floor-mode, so the output size is ``(H - 1) // 2 + 1`` (the
+    strided 1x1 shortcut's); a window that covers padding averages its
+    in-image pixels only (the window sum over the count of in-image
+    pixels). Why not ``ceil_mode``: torch 2.13's inductor computes its
+    gradient with the wrong divisor on those windows, and ``torch.export``
+    cannot prove its output size equal to the shortcut's.
+    """
+    pad = (0, 1, 0, 1)
+    inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pad)
+    return F.avg_pool2d(F.pad(x, pad), 2, 2) / F.avg_pool2d(inside, 2, 2)
+
+
 @MODELS.register_module()
 class SASAttention(nn.Module):
     """Local multi-head self-attention over a k x k window (SASA §3).
@@ -143,13 +181,12 @@ class SASAttention(nn.Module):
             Tensor: ``(B, out_channels, H, W)``, or ``(B, out_channels,
             ceil(H / 2), ceil(W / 2))`` with ``stride=2``.
         """
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'SASAttention expects (B, {self.in_channels}, H, W) '
-                f'input, got shape {tuple(x.shape)}')
+        check_input(self, x, self.in_channels, self.query_conv.weight)
         batch, _, height, width = x.shape
         shape = (batch, self.num_heads, self.head_dim, height, width)
-        query = (self.query_conv(x) * self.scale).view(shape)
+        # The scale goes into the query weights (no scaled activation copy);
+        # three convs keep q, k and v contiguous for the op at any batch.
+        query = F.conv2d(x, self.query_conv.weight * self.scale).view(shape)
         key = self.key_conv(x).view(shape)
         value = self.value_conv(x).view(shape)
         table = (self.kernel_size, self.num_heads, self.head_dim // 2)
@@ -157,7 +194,7 @@ class SASAttention(nn.Module):
                              self.rel_w.view(table))
         out = out.view(batch, self.out_channels, height, width)
         if self.stride == 2:
-            out = F.avg_pool2d(out, 2, 2, ceil_mode=True)
+            out = _average_pool_2x2_ceil(out)
         return out
 
     def extra_repr(self) -> str:

@@ -1,4 +1,4 @@
-"""Exact k x k local self-attention of SASA, without k^2-fold copies.
+"""Exact k x k local self-attention of SASA as one registered op.
 
 Stand-Alone Self-Attention (Ramachandran et al., NeurIPS 2019,
 arXiv 1906.05909) lets every pixel attend over the k x k neighbourhood
@@ -8,19 +8,26 @@ relative embedding of the row and column offsets. The public ports
 k^2 = 49 times the memory of the feature map and makes SASA impractical at
 detection resolutions.
 
-:func:`sasa_attention` computes the same result by looping over the k^2
-offsets with shifted views of the unpadded keys and values. The only
-k^2-sized tensor is the attention-probability map ``(B, heads, k*k, H, W)``,
-which is ``head_dim`` times smaller than an unfolded key tensor. A custom
-autograd function keeps ``q``, ``k``, ``v`` and the probabilities and
-computes the gradients in the same offset loop, so no autograd graph over
-k^2 intermediate tensors is built.
+The attention is the custom op ``torch.ops.mmtwins.sasa_attention``
+(``torch.library``), so that ``torch.compile`` keeps it inside one graph and
+``torch.export`` records it as one node:
 
-On CPU the loops run over chunks of rows small enough to stay in cache,
-which is what makes the loop faster than ``unfold``, and the ``batch *
-heads`` slices are split between worker threads, one intra-op thread
-each: a thread never waits for another between two small ops, so the
-layer stays fast when other processes share the cores.
+- forward returns the output and the per-pixel log-sum-exp of the logits
+  (the only thing kept for backward besides the inputs and output, as in
+  flash attention); a fake implementation gives both shapes for tracing;
+- backward is the op ``mmtwins::sasa_attention_backward``; it recomputes
+  the probabilities chunk by chunk from the log-sum-exp;
+- for ``torch.export``-based ONNX export a decomposition into standard ops
+  (pad, slices, softmax) is registered, see :mod:`.sasa_export`.
+
+The kernel loops over the k^2 offsets with shifted views of the unpadded
+keys and values, so there is no k^2-fold copy of them. On CPU it walks over
+chunks of rows small enough to stay in cache; the only k^2-sized tensor is
+one chunk's logits. Threads are ATen's own intra-op threads of each
+element-wise op; the op changes no process-wide setting. On CUDA, when
+Triton is available, the op runs fused Triton kernels
+(:mod:`.sasa_triton`, one launch per pass instead of one per offset); the
+offset loop is the fallback.
 
 Borders are masked: neighbours outside the image get a ``-inf`` logit, so
 they take no part in the softmax (rather than being attended as the
@@ -33,19 +40,20 @@ with the column-offset embedding (the paper's concatenation ``r = [r_row,
 r_col]``, applied within each head, see :class:`SASAttention`).
 """
 import math
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, List, Optional, Tuple
+from types import ModuleType
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+
+from . import sasa_export
+from . import sasa_threads as _threads
 
 # On CPU the offset loops run over chunks whose query slice holds about
-# this many elements (1 MiB in fp32), so that a chunk's queries, keys,
+# this many elements (256 KiB in fp32), so that a chunk's queries, keys,
 # values and logits stay close to the cache while the per-chunk Python
-# overhead stays small. On a 2-core EPYC, 2**18 to 2**20 ran alike on the
-# benchmark's layers and 2**16 or less was slower.
-_CPU_CHUNK_NUMEL = 2**18
+# overhead stays small.
+_CPU_CHUNK_NUMEL = 2**16
 
 _Chunk = Tuple[slice, int, int]
 _Offset = Tuple[int, slice, slice, slice, slice]
@@ -86,15 +94,16 @@ def _offsets(row_start: int, row_end: int, height: int, width: int,
 
     Yields:
         tuple: ``(index, query_rows, key_rows, query_cols, key_cols)``
-        where ``index = (dy + r) * k + (dx + r)`` and the row slices are
-        absolute (subtract ``row_start`` to index a chunk).
+        where ``index = (dy + r) * k + (dx + r)``; the query rows are
+        relative to ``row_start``, the key rows absolute.
     """
     radius = kernel_size // 2
     for dy in range(-radius, radius + 1):
         first, last = max(row_start, -dy), min(row_end, height - dy)
         if first >= last:
             continue
-        q_rows, k_rows = slice(first, last), slice(first + dy, last + dy)
+        q_rows = slice(first - row_start, last - row_start)
+        k_rows = slice(first + dy, last + dy)
         for dx in range(-radius, radius + 1):
             if abs(dx) >= width:
                 continue
@@ -102,237 +111,6 @@ def _offsets(row_start: int, row_end: int, height: int, width: int,
             k_cols = slice(max(0, dx), width - max(0, -dx))
             index = (dy + radius) * kernel_size + dx + radius
             yield index, q_rows, k_rows, q_cols, k_cols
-
-
-def _shift_rows(rows: slice, start: int) -> slice:
-    """Express an absolute row slice relative to a chunk's first row."""
-    return slice(rows.start - start, rows.stop - start)
-
-
-def _max_chunk_numel(chunks: List[_Chunk], q: Tensor) -> int:
-    """Largest ``(group, head_dim, rows, width)`` slice among the chunks."""
-    return max(q[group, :, start:end].numel() for group, start, end in chunks)
-
-
-def _partitions(batch_heads: int, device: torch.device) -> List[slice]:
-    """Contiguous ``batch * heads`` ranges, one per CPU worker thread."""
-    if device.type != 'cpu':
-        return [slice(0, batch_heads)]
-    workers = max(1, min(torch.get_num_threads(), batch_heads))
-    bounds = [i * batch_heads // workers for i in range(workers + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _run(work: Callable[[slice], None], parts: List[slice]) -> None:
-    """Call ``work`` on every partition, on CPU one thread per partition.
-
-    The partitions touch disjoint ``batch * heads`` slices, so they need
-    no locking. The workers run their ops on one intra-op thread each and,
-    like the autograd function's own thread, without grad mode (which is
-    per thread); PyTorch's thread setting is restored afterwards.
-    """
-    if len(parts) == 1:
-        work(parts[0])
-        return
-
-    def no_grad_work(part: slice) -> None:
-        with torch.no_grad():
-            work(part)
-
-    threads = torch.get_num_threads()
-    # New threads take this setting when they run their first op.
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            for _ in pool.map(no_grad_work, parts):
-                pass
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _forward_part(q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
-                  pos_col: Tensor, out: Tensor, probs: Optional[Tensor],
-                  kernel_size: int) -> None:
-    """Attention for a ``(n, d, H, W)`` slice of ``batch * heads``.
-
-    Writes ``out`` and, unless ``probs`` is None, the probabilities
-    ``(n, k*k, H, W)``.
-    """
-    _, head_dim, height, width = q.shape
-    window = kernel_size**2
-    chunks = _chunks(q.shape[0], head_dim, height, width, q.device)
-    max_numel = _max_chunk_numel(chunks, q)
-    scratch = q.new_empty(max_numel)
-    if probs is None:  # no backward: one chunk's worth is reused
-        buffer = q.new_empty(max_numel // head_dim * window)
-    for group, start, end in chunks:
-        if probs is not None:
-            logits = probs[group, :, start:end]
-        else:
-            shape = q[group, :, start:end].shape
-            shape = (shape[0], window) + shape[2:]
-            logits = buffer[:math.prod(shape)].view(shape)
-        logits.fill_(float('-inf'))
-        offsets = list(_offsets(start, end, height, width, kernel_size))
-        for index, q_rows, k_rows, q_cols, k_cols in offsets:
-            q_part = q[group, :, q_rows, q_cols]
-            product = torch.mul(
-                q_part, k[group, :, k_rows, k_cols],
-                out=scratch[:q_part.numel()].view(q_part.shape))
-            logits[:, index, _shift_rows(q_rows, start),
-                   q_cols] = product.sum(dim=1)
-        grid = logits.unflatten(1, (kernel_size, kernel_size))
-        grid.add_(pos_row[group, :, start:end].unsqueeze(2))
-        grid.add_(pos_col[group, :, start:end].unsqueeze(1))
-        # In-place softmax over the window; -inf (outside) becomes 0.
-        logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-        logits.div_(logits.sum(dim=1, keepdim=True))
-        for index, q_rows, k_rows, q_cols, k_cols in offsets:
-            out[group, :, q_rows, q_cols].addcmul_(
-                logits[:, index:index + 1, _shift_rows(q_rows, start),
-                       q_cols], v[group, :, k_rows, k_cols])
-
-
-def _backward_part(q: Tensor, k: Tensor, v: Tensor, probs: Tensor,
-                   grad_out: Tensor, grad_q: Optional[Tensor],
-                   grad_k: Optional[Tensor], grad_v: Optional[Tensor],
-                   grad_pos_row: Optional[Tensor],
-                   grad_pos_col: Optional[Tensor], kernel_size: int) -> None:
-    """Gradients for a ``(n, d, H, W)`` slice of ``batch * heads``.
-
-    Accumulates into the ``grad_*`` slices that are not None; the
-    positional-logit gradients ``(n, k, H, W)`` are written whenever the
-    logits need a gradient (``grad_pos_row`` is not None).
-    """
-    _, head_dim, height, width = q.shape
-    chunks = _chunks(q.shape[0], head_dim, height, width, q.device)
-    max_numel = _max_chunk_numel(chunks, q)
-    scratch = q.new_empty(max_numel)
-    need_logits = grad_pos_row is not None
-    if need_logits:
-        logit_buffer = q.new_empty(max_numel // head_dim * kernel_size**2)
-    for group, start, end in chunks:
-        p = probs[group, :, start:end]
-        offsets = list(_offsets(start, end, height, width, kernel_size))
-        if need_logits:
-            # d(loss)/d(probs) for every offset, then the softmax
-            # backward: dlogits = p * (dprobs - sum(p * dprobs)).
-            grad_logits = logit_buffer[:p.numel()].view(p.shape)
-            grad_logits.zero_()
-            for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                g_part = grad_out[group, :, q_rows, q_cols]
-                product = torch.mul(
-                    g_part, v[group, :, k_rows, k_cols],
-                    out=scratch[:g_part.numel()].view(g_part.shape))
-                grad_logits[:, index, _shift_rows(q_rows, start),
-                            q_cols] = product.sum(dim=1)
-            expected = (grad_logits * p).sum(dim=1, keepdim=True)
-            grad_logits.sub_(expected).mul_(p)
-            grid = grad_logits.unflatten(1, (kernel_size, kernel_size))
-            torch.sum(grid, dim=2, out=grad_pos_row[group, :, start:end])
-            torch.sum(grid, dim=1, out=grad_pos_col[group, :, start:end])
-        for index, q_rows, k_rows, q_cols, k_cols in offsets:
-            rows = _shift_rows(q_rows, start)
-            if need_logits:
-                weight = grad_logits[:, index:index + 1, rows, q_cols]
-                if grad_q is not None:
-                    grad_q[group, :, q_rows, q_cols].addcmul_(
-                        weight, k[group, :, k_rows, k_cols])
-                if grad_k is not None:
-                    grad_k[group, :, k_rows, k_cols].addcmul_(
-                        weight, q[group, :, q_rows, q_cols])
-            if grad_v is not None:
-                grad_v[group, :, k_rows, k_cols].addcmul_(
-                    p[:, index:index + 1, rows, q_cols],
-                    grad_out[group, :, q_rows, q_cols])
-
-
-def _part(tensor: Optional[Tensor], part: slice) -> Optional[Tensor]:
-    return None if tensor is None else tensor[part]
-
-
-class _SASAFunction(torch.autograd.Function):
-    """Autograd function of :func:`sasa_attention` (see the module doc)."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, query: Tensor, key: Tensor, value: Tensor,
-                rel_h: Tensor, rel_w: Tensor) -> Tensor:
-        batch, heads, head_dim, height, width = query.shape
-        kernel_size = rel_h.shape[0]
-        half = head_dim // 2
-        shape = (batch * heads, head_dim, height, width)
-        q, k, v = query.view(shape), key.view(shape), value.view(shape)
-
-        # Positional logits: one value per row offset and per column offset,
-        # broadcast to the k x k window inside the chunk loop.
-        pos_row = _positional_logits(query[:, :, :half], rel_h)
-        pos_col = _positional_logits(query[:, :, half:], rel_w)
-        out = torch.zeros_like(q)
-        # The probabilities are kept for backward only when it will come.
-        probs = None
-        if any(ctx.needs_input_grad):
-            probs = q.new_empty(shape[0], kernel_size**2, height, width)
-
-        def work(part: slice) -> None:
-            _forward_part(q[part], k[part], v[part], pos_row[part],
-                          pos_col[part], out[part], _part(probs, part),
-                          kernel_size)
-
-        _run(work, _partitions(shape[0], q.device))
-        if probs is not None:
-            ctx.save_for_backward(query, key, value, rel_h, rel_w, probs)
-        return out.view_as(query)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple:
-        query, key, value, rel_h, rel_w, probs = ctx.saved_tensors
-        batch, heads, head_dim, height, width = query.shape
-        kernel_size = rel_h.shape[0]
-        half = head_dim // 2
-        shape = (batch * heads, head_dim, height, width)
-        q, k, v = query.view(shape), key.view(shape), value.view(shape)
-        g = grad_out.contiguous().view(shape)
-        need_q, need_k, need_v, need_rh, need_rw = ctx.needs_input_grad
-
-        grad_q = torch.zeros_like(q) if need_q else None
-        grad_k = torch.zeros_like(k) if need_k else None
-        grad_v = torch.zeros_like(v) if need_v else None
-        grad_pos_row = grad_pos_col = None
-        if need_q or need_k or need_rh or need_rw:
-            grad_pos_row = q.new_empty(shape[0], kernel_size, height, width)
-            grad_pos_col = torch.empty_like(grad_pos_row)
-
-        def work(part: slice) -> None:
-            _backward_part(q[part], k[part], v[part], probs[part], g[part],
-                           _part(grad_q, part), _part(grad_k, part),
-                           _part(grad_v, part), _part(grad_pos_row, part),
-                           _part(grad_pos_col, part), kernel_size)
-
-        _run(work, _partitions(shape[0], q.device))
-
-        grad_rh = grad_rw = None
-        if grad_pos_row is not None:
-            # Back through the positional logits, as (k x pixels) matmuls.
-            flat = (batch, heads, kernel_size, height * width)
-            grad_pos_row = grad_pos_row.view(flat)
-            grad_pos_col = grad_pos_col.view(flat)
-        if need_q:
-            grad_q = grad_q.view_as(query)
-            for part, grad_pos, table in ((slice(None, half), grad_pos_row,
-                                           rel_h),
-                                          (slice(half, None), grad_pos_col,
-                                           rel_w)):
-                grad_q[:, :, part] += torch.matmul(
-                    table.permute(1, 2, 0), grad_pos).view(
-                        batch, heads, half, height, width)
-        if need_rh:
-            grad_rh = _table_grad(grad_pos_row, query[:, :, :half])
-        if need_rw:
-            grad_rw = _table_grad(grad_pos_col, query[:, :, half:])
-        grad_k = grad_k.view_as(key) if need_k else None
-        grad_v = grad_v.view_as(value) if need_v else None
-        return grad_q, grad_k, grad_v, grad_rh, grad_rw
 
 
 def _positional_logits(query_part: Tensor, table: Tensor) -> Tensor:
@@ -352,15 +130,329 @@ def _positional_logits(query_part: Tensor, table: Tensor) -> Tensor:
     return logits.view(batch * heads, -1, height, width)
 
 
-def _table_grad(grad_pos: Tensor, query_part: Tensor) -> Tensor:
-    """Gradient of an offset table from ``(B, heads, k, H*W)`` logit grads.
+class _Kernel:
+    """The chunked offset loop shared by forward and backward.
+
+    Holds ``(B * heads, d, H, W)`` views of the queries and keys, the
+    positional logits and two scratch buffers sized for the largest chunk.
     """
-    batch, heads, half, height, width = query_part.shape
-    grad = torch.matmul(
-        grad_pos,
-        query_part.reshape(batch, heads, half, height * width).transpose(
-            -1, -2))  # (B, heads, k, d / 2)
-    return grad.sum(0).transpose(0, 1)
+
+    def __init__(self, q: Tensor, k: Tensor, pos_row: Tensor,
+                 pos_col: Tensor, kernel_size: int) -> None:
+        self.q, self.k = q, k
+        self.pos_row, self.pos_col = pos_row, pos_col
+        self.kernel_size = kernel_size
+        batch_heads, head_dim, self.height, self.width = q.shape
+        self.chunks = _chunks(batch_heads, head_dim, self.height,
+                              self.width, q.device)
+        max_numel = max(q[group, :, start:end].numel()
+                        for group, start, end in self.chunks)
+        self.scratch = q.new_empty(max_numel)
+        self.logit_buffer = q.new_empty(max_numel // head_dim *
+                                        kernel_size**2)
+
+    def offsets(self, start: int, end: int) -> List[_Offset]:
+        return list(
+            _offsets(start, end, self.height, self.width, self.kernel_size))
+
+    def dot(self, a: Tensor, b: Tensor, out: Tensor) -> None:
+        """``out = sum_d a * b`` over dim 1, through the scratch buffer."""
+        product = torch.mul(a, b, out=self.scratch[:a.numel()].view(a.shape))
+        torch.sum(product, dim=1, out=out)
+
+    def logits(self, group: slice, start: int, end: int,
+               offsets: List[_Offset]) -> Tensor:
+        """The chunk's ``(n, k*k, rows, W)`` logits; ``-inf`` outside."""
+        q, k = self.q, self.k
+        shape = q[group, :, start:end].shape
+        shape = (shape[0], self.kernel_size**2) + shape[2:]
+        logits = self.logit_buffer[:math.prod(shape)].view(shape)
+        logits.fill_(float('-inf'))
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            self.dot(q[group, :, start:end][:, :, q_rows, q_cols],
+                     k[group, :, k_rows, k_cols],
+                     logits[:, index, q_rows, q_cols])
+        grid = logits.unflatten(1, (self.kernel_size, self.kernel_size))
+        grid.add_(self.pos_row[group, :, start:end].unsqueeze(2))
+        grid.add_(self.pos_col[group, :, start:end].unsqueeze(1))
+        return logits
+
+
+def _split(tensor: Tensor) -> Tensor:
+    """``(B, heads, ...)`` -> ``(B * heads, ...)`` view."""
+    return tensor.view((-1, ) + tuple(tensor.shape[2:]))
+
+
+def _positional(query: Tensor, rel_h: Tensor,
+                rel_w: Tensor) -> Tuple[Tensor, Tensor]:
+    half = query.shape[2] // 2
+    return (_positional_logits(query[:, :, :half], rel_h),
+            _positional_logits(query[:, :, half:], rel_w))
+
+
+def _forward_loop(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
+                  rel_w: Tensor) -> Tuple[Tensor, Tensor]:
+    """The exact offset-loop forward; see :func:`sasa_attention`."""
+    batch, heads, _, height, width = query.shape
+    out = torch.zeros_like(query)
+    lse = query.new_zeros(batch, heads, height, width)
+    if query.numel() == 0:
+        return out, lse
+    q, k, v, o, lse_flat = (_split(t)
+                              for t in (query, key, value, out, lse))
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    size = rel_h.shape[0]
+
+    def work(part: slice) -> None:
+        kernel = _Kernel(q[part], k[part], pos_row[part], pos_col[part],
+                         size)
+        v_part, o_part, lse_part = v[part], o[part], lse_flat[part]
+        for group, start, end in kernel.chunks:
+            offsets = kernel.offsets(start, end)
+            probs = kernel.logits(group, start, end, offsets)
+            # In-place softmax over the window; -inf (outside) becomes 0.
+            peak = probs.amax(dim=1, keepdim=True)
+            probs.sub_(peak).exp_()
+            total = probs.sum(dim=1, keepdim=True)
+            probs.div_(total)
+            lse_part[group, start:end] = (peak + total.log_()).squeeze(1)
+            o_chunk, v_group = o_part[group, :, start:end], v_part[group]
+            for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                o_chunk[:, :, q_rows, q_cols].addcmul_(
+                    probs[:, index:index + 1, q_rows, q_cols],
+                    v_group[:, :, k_rows, k_cols])
+
+    _threads.run(work, q.shape[0], q.device)
+    return out, lse
+
+
+def _backward_loop(grad_out: Tensor, query: Tensor, key: Tensor,
+                   value: Tensor, rel_h: Tensor, rel_w: Tensor, out: Tensor,
+                   lse: Tensor,
+                   output_mask: Sequence[bool]) -> List[Optional[Tensor]]:
+    """Gradients of the offset loop; None where ``output_mask`` is False.
+    """
+    need_q, need_k, need_v, need_rh, need_rw = output_mask
+    size = rel_h.shape[0]
+    grad_q = torch.zeros_like(query) if need_q else None
+    grad_k = torch.zeros_like(key) if need_k else None
+    grad_v = torch.zeros_like(value) if need_v else None
+    grad_rh = torch.zeros_like(rel_h) if need_rh else None
+    grad_rw = torch.zeros_like(rel_w) if need_rw else None
+    grads = [grad_q, grad_k, grad_v, grad_rh, grad_rw]
+    need_logits = need_q or need_k or need_rh or need_rw
+    if query.numel() == 0 or not (need_logits or need_v):
+        return grads
+
+    q, k, v, g, lse_flat = (_split(t) for t in (query, key, value,
+                                                 grad_out, lse))
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    gq, gk, gv = (None if t is None else _split(t)
+                  for t in (grad_q, grad_k, grad_v))
+    grad_pos_row = grad_pos_col = row_term = None
+    if need_logits:
+        # sum_o p_o (g . v_o) = g . out: the softmax backward's row term.
+        row_term = _split((grad_out * out).sum(dim=2))
+        grad_pos_row = pos_row.new_empty(pos_row.shape)
+        grad_pos_col = torch.empty_like(grad_pos_row)
+
+    def work(part: slice) -> None:
+        kernel = _Kernel(q[part], k[part], pos_row[part], pos_col[part],
+                         size)
+        if need_logits:
+            grad_buffer = torch.empty_like(kernel.logit_buffer)
+        q_part, k_part, v_part, g_part = q[part], k[part], v[part], g[part]
+        for group, start, end in kernel.chunks:
+            offsets = kernel.offsets(start, end)
+            probs = kernel.logits(group, start, end, offsets)
+            probs.sub_(lse_flat[part][group, None, start:end]).exp_()
+            g_chunk = g_part[group, :, start:end]
+            q_chunk = q_part[group, :, start:end]
+            k_group, v_group = k_part[group], v_part[group]
+            if need_logits:
+                # d(loss)/d(logits) = p * (g . v_o - g . out)
+                grad_logits = grad_buffer[:probs.numel()].view(probs.shape)
+                grad_logits.zero_()
+                for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                    kernel.dot(g_chunk[:, :, q_rows, q_cols],
+                               v_group[:, :, k_rows, k_cols],
+                               grad_logits[:, index, q_rows, q_cols])
+                grad_logits.sub_(
+                    row_term[part][group, None, start:end]).mul_(probs)
+                grid = grad_logits.unflatten(1, (size, size))
+                torch.sum(grid, dim=2,
+                          out=grad_pos_row[part][group, :, start:end])
+                torch.sum(grid, dim=1,
+                          out=grad_pos_col[part][group, :, start:end])
+            gq_chunk = None if gq is None else gq[part][group, :, start:end]
+            gk_group = None if gk is None else gk[part][group]
+            gv_group = None if gv is None else gv[part][group]
+            for index, q_rows, k_rows, q_cols, k_cols in offsets:
+                if need_logits:
+                    weight = grad_logits[:, index:index + 1, q_rows, q_cols]
+                    if gq_chunk is not None:
+                        gq_chunk[:, :, q_rows, q_cols].addcmul_(
+                            weight, k_group[:, :, k_rows, k_cols])
+                    if gk_group is not None:
+                        gk_group[:, :, k_rows, k_cols].addcmul_(
+                            weight, q_chunk[:, :, q_rows, q_cols])
+                if gv_group is not None:
+                    gv_group[:, :, k_rows, k_cols].addcmul_(
+                        probs[:, index:index + 1, q_rows, q_cols],
+                        g_chunk[:, :, q_rows, q_cols])
+
+    _threads.run(work, q.shape[0], q.device)
+    if need_logits:
+        _positional_backward(query, rel_h, rel_w, grad_pos_row,
+                             grad_pos_col, grads)
+    return grads
+
+
+def _positional_backward(query: Tensor, rel_h: Tensor, rel_w: Tensor,
+                         grad_pos_row: Tensor, grad_pos_col: Tensor,
+                         grads: List[Optional[Tensor]]) -> None:
+    """Add the gradients that flow through the positional logits.
+
+    ``grad_pos_*`` are ``(B * heads, k, H, W)``; ``grads`` is
+    ``[grad_q, grad_k, grad_v, grad_rh, grad_rw]`` (None where not needed).
+    """
+    batch, heads, head_dim, height, width = query.shape
+    half = head_dim // 2
+    flat = (batch, heads, rel_h.shape[0], height * width)
+    grad_q, _, _, grad_rh, grad_rw = grads
+    for part, grad_pos, table, grad_table in (
+            (slice(None, half), grad_pos_row, rel_h, grad_rh),
+            (slice(half, None), grad_pos_col, rel_w, grad_rw)):
+        grad_pos = grad_pos.view(flat)
+        if grad_q is not None:
+            grad_q[:, :, part] += torch.matmul(
+                table.permute(1, 2, 0), grad_pos).view(
+                    batch, heads, half, height, width)
+        if grad_table is not None:
+            query_part = query[:, :, part].reshape(batch, heads, half,
+                                                   height * width)
+            # (B, heads, k, d / 2) summed over the batch.
+            grad = torch.matmul(grad_pos, query_part.transpose(-1, -2))
+            grad_table += grad.sum(0).transpose(0, 1)
+
+
+def _triton_kernels(query: Tensor) -> Optional[ModuleType]:
+    """:mod:`.sasa_triton` for CUDA tensors when Triton is installed."""
+    if query.device.type != 'cuda':
+        return None
+    from . import sasa_triton
+    return sasa_triton if sasa_triton.available() else None
+
+
+def _forward_fused(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
+                   rel_w: Tensor,
+                   kernels: ModuleType) -> Tuple[Tensor, Tensor]:
+    """Forward through fused kernels (:mod:`.sasa_triton`)."""
+    batch, heads, _, height, width = query.shape
+    if query.numel() == 0:
+        return (torch.zeros_like(query),
+                query.new_zeros(batch, heads, height, width))
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    out, lse = kernels.forward(
+        *(_split(t) for t in (query, key, value)), pos_row.contiguous(),
+        pos_col.contiguous())
+    return out.view_as(query), lse.view(batch, heads, height, width)
+
+
+def _backward_fused(grad_out: Tensor, query: Tensor, key: Tensor,
+                    value: Tensor, rel_h: Tensor, rel_w: Tensor, out: Tensor,
+                    lse: Tensor, output_mask: Sequence[bool],
+                    kernels: ModuleType) -> List[Optional[Tensor]]:
+    """Backward through fused kernels; None where ``output_mask`` is False.
+    """
+    if query.numel() == 0:
+        grads = [torch.zeros_like(t)
+                 for t in (query, key, value, rel_h, rel_w)]
+        return [g if need else None for g, need in zip(grads, output_mask)]
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = kernels.backward(
+        *(_split(t) for t in (grad_out, query, key, value)),
+        pos_row.contiguous(), pos_col.contiguous(), _split(out),
+        _split(lse))
+    grads = [
+        grad_q.view_as(query), grad_k.view_as(key), grad_v.view_as(value),
+        torch.zeros_like(rel_h), torch.zeros_like(rel_w)
+    ]
+    _positional_backward(query, rel_h, rel_w, grad_pos_row, grad_pos_col,
+                         grads)
+    return [g if need else None for g, need in zip(grads, output_mask)]
+
+
+@torch.library.custom_op('mmtwins::sasa_attention', mutates_args=())
+def sasa_attention_op(query: Tensor, key: Tensor, value: Tensor,
+                      rel_h: Tensor, rel_w: Tensor) -> Tuple[Tensor, Tensor]:
+    """Output ``(B, heads, d, H, W)`` and log-sum-exp ``(B, heads, H, W)``.
+
+    The arguments are those of :func:`sasa_attention`, validated there.
+    """
+    query, key, value = (t.contiguous() for t in (query, key, value))
+    kernels = _triton_kernels(query)
+    if kernels is not None:
+        return _forward_fused(query, key, value, rel_h, rel_w, kernels)
+    return _forward_loop(query, key, value, rel_h, rel_w)
+
+
+@sasa_attention_op.register_fake
+def _(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
+      rel_w: Tensor) -> Tuple[Tensor, Tensor]:
+    batch, heads, _, height, width = query.shape
+    return (query.new_empty(query.shape),
+            query.new_empty(batch, heads, height, width))
+
+
+@torch.library.custom_op('mmtwins::sasa_attention_backward', mutates_args=())
+def sasa_attention_backward_op(
+        grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor,
+        rel_h: Tensor, rel_w: Tensor, out: Tensor, lse: Tensor,
+        output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor, Tensor,
+                                          Tensor]:
+    """Gradients for ``query, key, value, rel_h, rel_w``.
+
+    An input whose ``output_mask`` entry is False gets an empty ``(0,)``
+    tensor instead of its gradient (custom ops cannot return None).
+    """
+    args = [t.contiguous() for t in (grad_out, query, key, value)]
+    kernels = _triton_kernels(query)
+    if kernels is not None:
+        grads = _backward_fused(*args, rel_h, rel_w, out.contiguous(),
+                                lse.contiguous(), output_mask, kernels)
+    else:
+        grads = _backward_loop(*args, rel_h, rel_w, out.contiguous(),
+                               lse.contiguous(), output_mask)
+    return tuple(
+        query.new_empty(0) if grad is None else grad for grad in grads)
+
+
+@sasa_attention_backward_op.register_fake
+def _(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor,
+      rel_h: Tensor, rel_w: Tensor, out: Tensor, lse: Tensor,
+      output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor, Tensor,
+                                        Tensor]:
+    return tuple(
+        tensor.new_empty(tensor.shape if need else (0, ))
+        for tensor, need in zip((query, key, value, rel_h, rel_w),
+                                output_mask))
+
+
+def _setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    out, lse = output
+    ctx.save_for_backward(*inputs, out, lse)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out: Tensor, grad_lse: Optional[Tensor]) -> tuple:
+    mask = [bool(need) for need in ctx.needs_input_grad]
+    grads = torch.ops.mmtwins.sasa_attention_backward(
+        grad_out, *ctx.saved_tensors, mask)
+    return tuple(grad if need else None for grad, need in zip(grads, mask))
+
+
+sasa_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
@@ -370,7 +462,8 @@ def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
     ``out[b, h, :, i, j] = sum_{(a, c) in window} softmax_{(a, c)}(
     q[i, j] . k[a, c] + q[i, j, :d/2] . rel_h[a - i] + q[i, j, d/2:] .
     rel_w[c - j]) v[a, c]``, where neighbours outside the image are left
-    out. Apply any logit scale to ``query`` beforehand.
+    out. Apply any logit scale to ``query`` beforehand. Runs the op
+    ``torch.ops.mmtwins.sasa_attention`` (module doc).
 
     Args:
         query (Tensor): Queries of shape ``(B, heads, head_dim, H, W)``.
@@ -391,6 +484,11 @@ def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
             'sasa_attention needs query, key and value of one shape, got '
             f'{tuple(query.shape)}, {tuple(key.shape)}, '
             f'{tuple(value.shape)}')
+    if not (query.dtype == key.dtype == value.dtype
+            and query.dtype.is_floating_point):
+        raise ValueError(
+            'sasa_attention needs floating-point query, key and value of one '
+            f'dtype, got {query.dtype}, {key.dtype}, {value.dtype}')
     kernel_size = rel_h.shape[0]
     _, heads, head_dim, _, _ = query.shape
     expected = (kernel_size, heads, head_dim // 2)
@@ -403,7 +501,10 @@ def sasa_attention(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
     if kernel_size % 2 == 0:
         raise ValueError(
             f'sasa_attention needs an odd window, got {kernel_size}')
-    rel_h = rel_h.to(query.dtype)
-    rel_w = rel_w.to(query.dtype)
-    return _SASAFunction.apply(query.contiguous(), key.contiguous(),
-                               value.contiguous(), rel_h, rel_w)
+    out, _ = torch.ops.mmtwins.sasa_attention(query, key, value,
+                                              rel_h.to(query.dtype),
+                                              rel_w.to(query.dtype))
+    return out
+
+
+sasa_export.register()

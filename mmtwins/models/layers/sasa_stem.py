@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from mmtwins.registry import MODELS
 
+from .sasa_attention import check_input
+
 
 @MODELS.register_module()
 class SASAStem(nn.Module):
@@ -165,9 +167,9 @@ class SASAStem(nn.Module):
         def blocks(t: Tensor) -> Tensor:
             # (B, C, H, W) -> (B, rows, cols, size * size, C)
             t = F.pad(t, (0, pad_w, 0, pad_h))
-            t = t.view(t.shape[0], -1, rows, size, cols, size)
+            t = t.view(t.shape[0], t.shape[1], rows, size, cols, size)
             return t.permute(0, 2, 4, 3, 5, 1).reshape(
-                t.shape[0], rows, cols, size * size, -1)
+                t.shape[0], rows, cols, size * size, t.shape[1])
 
         def split_heads(t: Tensor) -> Tensor:
             # (..., size^2, heads * dim) -> (..., heads, size^2, dim)
@@ -193,10 +195,12 @@ class SASAStem(nn.Module):
         logits = (query @ key.transpose(-1, -2) +
                   pos_row[..., queries, self._row_index] +
                   pos_col[..., queries, self._col_index])
-        if pad_h or pad_w:
-            inside = blocks(x.new_ones(1, 1, height, width))[..., 0] > 0
-            logits = logits.masked_fill(~inside[:, :, :, None, None, :],
-                                        float('-inf'))
+        # Padded pixels are masked out as keys. Applied whether or not
+        # there is padding, so that no branch depends on the image size
+        # (torch.export keeps height and width symbolic).
+        inside = blocks(x.new_ones(1, 1, height, width))[..., 0] > 0
+        logits = logits.masked_fill(~inside[:, :, :, None, None, :],
+                                    float('-inf'))
         out = logits.softmax(-1) @ value  # (B, rows, cols, heads, s^2, dim)
         out = out.transpose(-2, -3).reshape(batch, rows, cols, size, size,
                                             heads * dim)
@@ -213,10 +217,7 @@ class SASAStem(nn.Module):
         Returns:
             Tensor: ``(B, out_channels, ceil(H / block), ceil(W / block))``.
         """
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'SASAStem expects (B, {self.in_channels}, H, W) input, got '
-                f'shape {tuple(x.shape)}')
+        check_input(self, x, self.in_channels, self.query_conv.weight)
         out = self.norm(self.attend(x))
         return F.max_pool2d(out, self.block_size, self.block_size,
                             ceil_mode=True)
