@@ -142,6 +142,8 @@ def test_segmentation_gallery(mini, tmp_path):
     assert png_size(out) == (2 * 384 + 8, 192)
     assert img.shape == (192, 2 * 384 + 8, 3)
     assert (img[:, 384:392] == 255).all()  # the white gap
+    # Ground truth and the random model's prediction differ.
+    assert not (img[:, :192] == img[:, 192:384]).all()
 
 
 def test_tile_sizes():

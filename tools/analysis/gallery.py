@@ -89,9 +89,14 @@ def _seg_pair(visualizer, img: np.ndarray, info: dict, pred, scale: float,
             np.int64))),
         pred_sem_seg=PixelData(data=torch.from_numpy(pred_map[None].astype(
             np.int64))))
-    visualizer.add_datasample('gallery', img, sample, draw_gt=True,
-                              draw_pred=True, show=False)
-    return visualizer.get_image()
+    # SegLocalVisualizer keeps only the last drawn half as its image, so
+    # the two halves are drawn one at a time and put side by side.
+    halves = []
+    for gt_half in (True, False):
+        visualizer.add_datasample('gallery', img, sample, draw_gt=gt_half,
+                                  draw_pred=not gt_half, show=False)
+        halves.append(visualizer.get_image())
+    return np.concatenate(halves, axis=1)
 
 
 def tile(cells: Sequence[np.ndarray], cols: int, gap: int = GAP) -> np.ndarray:
@@ -122,8 +127,11 @@ def draw_gallery(config: str, checkpoint: str, out: str, num: int = 6,
     dataset = _test_dataset(cfg)
     infos = [dataset.get_data_info(i) for i in range(min(num, len(dataset)))]
     paths = [info['img_path'] for info in infos]
-    preds = inferencer(paths, return_datasamples=True)['predictions']
-    if not isinstance(preds, list):
+    inferencer.show_progress = False
+    preds = inferencer(paths, return_datasamples=True)
+    if isinstance(preds, dict):  # mmdet wraps them, mmseg does not
+        preds = preds['predictions']
+    if not isinstance(preds, list):  # mmseg: one image, one sample
         preds = [preds]
     visualizer = inferencer.visualizer
     cells: List[np.ndarray] = []
