@@ -35,15 +35,19 @@ model = dict(
     neck=dict(
         in_channels=[128, 256, 512, 1024],
         out_channels=width,
+        num_outs=3,
         kernel_size=5,
-        num_heads=4),
+        num_heads=4,
+        norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)),
     bbox_head=dict(
         num_classes=3,
         in_channels=width,
         feat_channels=width,
         stacked_convs=2,
         kernel_size=5,
-        num_heads=4))
+        num_heads=4,
+        norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
+        anchor_generator=dict(strides=[8, 16, 32])))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
