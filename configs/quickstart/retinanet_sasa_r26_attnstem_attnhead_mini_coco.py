@@ -13,8 +13,14 @@
 # * FPN and heads: 128 channels instead of 256, 2 stacked attention layers
 #   per head branch instead of 4, 5x5 windows with 4 heads in FPN and heads
 #   (the backbone keeps 7x7 windows with 8 heads);
-# * plain BatchNorm (one process), AdamW with warm-up and cosine decay
-#   instead of SGD (faster from scratch on a small set).
+# * three pyramid levels (P3-P5, strides 8-32) instead of five: on 96 x 96
+#   inputs P6/P7 would be 2 x 2 and 1 x 1 maps, and every level costs
+#   attention calls;
+# * GroupNorm after the FPN and head attention layers (mmdet's RetinaNet
+#   has none there): without it the same model scored bbox mAP 0.009
+#   after 4 epochs, with it 0.29 (same learning rate);
+# * plain BatchNorm in the backbone (one process), AdamW with warm-up and
+#   cosine decay instead of SGD (faster from scratch on a small set).
 _base_ = '../detection/retinanet_sasa_r50_attnstem_attnhead_1x_coco.py'
 
 # Data paths and classes (as the Twins quickstart).
@@ -79,10 +85,12 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-# Schedule: 10 epochs of 50 iterations (8 images each), linear warm-up then
-# cosine decay, gradient clipping; validation after epochs 5 and 10.
-max_epochs = 10
-train_cfg = dict(max_epochs=max_epochs, val_interval=5)
+# Schedule: 8 epochs of 50 iterations (8 images each), linear warm-up then
+# cosine decay, gradient clipping; validation after epochs 4 and 8. (With
+# this learning rate and 10 epochs, epoch 4 already scored bbox mAP 0.39
+# on the mini val set; 1e-3 gave 0.29 there.)
+max_epochs = 8
+train_cfg = dict(max_epochs=max_epochs, val_interval=4)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=50),
@@ -90,7 +98,7 @@ param_scheduler = [
          by_epoch=True, begin=0, end=max_epochs, convert_to_iter_based=True),
 ]
 optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.05),
+    optimizer=dict(_delete_=True, type='AdamW', lr=2e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=10, norm_type=2))
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(
