@@ -87,6 +87,7 @@ def test_folder_and_image(mini, det_ckpt, tmp_path, capsys):
                        ('circle', 'square', 'triangle'))
 
 
+@pytest.mark.slow  # a full-size model at the paper's test scale
 def test_zoo_name(mini, tmp_path):
     from mmdet.datasets import CocoDataset
 

@@ -85,6 +85,7 @@ def test_sasa_config_is_all_attention():
     assert sum(isinstance(m, SASAttention) for m in model.modules()) > 10
 
 
+@pytest.mark.slow
 def test_sasa_trains_and_predicts(sasa_run, mini, tmp_path):
     cfg, work, ckpt = sasa_run
     with open(osp.join(work, 'test', 'metrics.json')) as f:
@@ -101,6 +102,7 @@ def test_sasa_trains_and_predicts(sasa_run, mini, tmp_path):
         assert osp.isfile(osp.join(out, 'vis', name))
 
 
+@pytest.mark.slow
 def test_curves_gallery_and_report(sasa_run, tmp_path):
     cfg, work, ckpt = sasa_run
     curves = str(tmp_path / 'detection_curves.png')
