@@ -85,12 +85,14 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-# Schedule: 8 epochs of 50 iterations (8 images each), linear warm-up then
-# cosine decay, gradient clipping; validation after epochs 4 and 8. (With
-# this learning rate and 10 epochs, epoch 4 already scored bbox mAP 0.39
-# on the mini val set; 1e-3 gave 0.29 there.)
-max_epochs = 8
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+# Schedule: 5 epochs of 50 iterations (8 images each), linear warm-up then
+# cosine decay, gradient clipping; validation after every epoch (50 images,
+# a few seconds). Measured on the shared 2-core machine: 8 epochs reached
+# bbox mAP 0.574 (0.386 after epoch 4) in 16 min of training; 5 epochs keep
+# the training time near half of that with mAP well above 0.3 (README).
+# At lr 1e-3, epoch 4 of the same model scored 0.29 instead of 0.39.
+max_epochs = 6
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=50),
