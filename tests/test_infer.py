@@ -140,6 +140,8 @@ def test_bad_inputs(mini, det_ckpt, tmp_path, capsys):
     assert 'retinanet_twins_pcpvt_s_1x_coco' in err  # the suggestion
     err = _error(capsys, [DET_CFG, str(tmp_path / 'no.pth'), folder])
     assert 'checkpoint file not found' in err
+    err = _error(capsys, [DET_CFG, str(not_image), folder])
+    assert 'cannot read checkpoint' in err
 
 
 def test_checkpoint_of_another_model(mini, det_ckpt, tmp_path, capsys):
