@@ -85,12 +85,12 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-# Schedule: 5 epochs of 50 iterations (8 images each), linear warm-up then
+# Schedule: 6 epochs of 50 iterations (8 images each), linear warm-up then
 # cosine decay, gradient clipping; validation after every epoch (50 images,
-# a few seconds). Measured on the shared 2-core machine: 8 epochs reached
-# bbox mAP 0.574 (0.386 after epoch 4) in 16 min of training; 5 epochs keep
-# the training time near half of that with mAP well above 0.3 (README).
-# At lr 1e-3, epoch 4 of the same model scored 0.29 instead of 0.39.
+# a few seconds). Measured on the shared, busy 2-core machine (README):
+# 5 epochs reached bbox mAP 0.321 in 9.1 min of training, 6 epochs 0.541 in
+# 10.4 min, 8 epochs 0.574 in 16.2 min; 6 keeps the mAP well above 0.3.
+# At lr 1e-3, epoch 4 of a 10-epoch run scored 0.29 instead of 0.39.
 max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 param_scheduler = [
