@@ -15,7 +15,9 @@ the paper's multi-scale + flip mIoU.
 ``--out`` writes the Markdown to a file, ``--json`` the same rows as JSON,
 where the metric values are fractions (0-1), plus ``detection`` and
 ``segmentation`` keys holding the first run of each task (the quickstart's
-``report.json``).
+``report.json``). ``--figures`` adds a "Pictures" section that shows the
+given PNGs (training curves, galleries) under titles made from their file
+names, linked relative to the report so that it renders on GitHub.
 """
 import argparse
 import json
@@ -80,11 +82,32 @@ def _columns(task: str, rows: List[Dict[str, Any]]) -> List[tuple]:
             if c[0] != 'segm_mAP' or any(c[0] in r['summary'] for r in rows)]
 
 
-def render(rows: List[Dict[str, Any]], link_dir: Optional[str] = None) -> str:
-    """The Markdown report: one table per task present in ``rows``.
+def _figure_title(path: str) -> str:
+    """``detection_curves.png`` -> ``Detection curves``."""
+    words = osp.splitext(osp.basename(path))[0].replace('_', ' ')
+    return words[:1].upper() + words[1:]
 
-    Config links are relative to ``link_dir`` (the folder the Markdown is
-    written to) when given, else as the runs recorded them.
+
+def render_figures(figures: List[str], link_dir: Optional[str] = None
+                   ) -> List[str]:
+    """Markdown lines showing each PNG under a title."""
+    lines = ['## Pictures', '']
+    for path in figures:
+        link = path
+        if link_dir is not None:
+            link = osp.relpath(osp.abspath(path), osp.abspath(link_dir))
+        title = _figure_title(path)
+        lines += [f'### {title}', '', f'![{title}]({link})', '']
+    return lines
+
+
+def render(rows: List[Dict[str, Any]], link_dir: Optional[str] = None,
+           figures: Optional[List[str]] = None) -> str:
+    """The Markdown report: one table per task present in ``rows``, then
+    the ``figures`` (PNG paths), if any.
+
+    Config and figure links are relative to ``link_dir`` (the folder the
+    Markdown is written to) when given, else as the runs recorded them.
     """
     lines = ['# Results', '',
              'Values in percent; "Paper" is the published number for the '
@@ -112,6 +135,8 @@ def render(rows: List[Dict[str, Any]], link_dir: Optional[str] = None) -> str:
                      _fmt(paper), _diff(ours, paper)]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
+    if figures:
+        lines += render_figures(figures, link_dir)
     return '\n'.join(lines)
 
 
@@ -144,18 +169,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'tools/test.py runs')
     parser.add_argument('--out', help='write the Markdown here')
     parser.add_argument('--json', help='write the rows as JSON here')
+    parser.add_argument('--figures', nargs='+', default=[],
+                        help='PNG files to show in the Markdown report')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     rows = gather(args.work_dirs)
+    for path in args.figures:
+        if not osp.isfile(path):
+            raise SystemExit(f'error: figure not found: {path}')
     print(render(rows))
     if args.out:
         out_dir = osp.dirname(osp.abspath(args.out))
         os.makedirs(out_dir, exist_ok=True)
         with open(args.out, 'w') as f:
-            f.write(render(rows, link_dir=out_dir))
+            f.write(render(rows, link_dir=out_dir, figures=args.figures))
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:

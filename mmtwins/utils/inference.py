@@ -1,0 +1,246 @@
+"""Run a trained mmtwins model on images through mmdet's / mmseg's
+inferencers, with the checks a user-facing demo needs.
+
+:func:`build_inferencer` returns mmdet's ``DetInferencer`` or mmseg's
+``MMSegInferencer`` (chosen by the config's ``default_scope``) for a config
+file or a model-zoo name, with two differences from building them
+directly:
+
+* the checkpoint is loaded **strictly**: a checkpoint of another model
+  (missing or unexpected parameters, other shapes) is refused with one line
+  saying how far it is off, where the inferencers would warn and run with
+  partly random weights;
+* the class names and palette come from the checkpoint's ``dataset_meta``
+  (what mmengine's Runner saves) or else from the config's test dataset,
+  never from the COCO / Cityscapes defaults the inferencers fall back to.
+
+:func:`resolve_config` turns a zoo name (a config's stem, e.g.
+``retinanet_twins_pcpvt_s_1x_coco``) into its config path through
+``configs/*/metafile.yml``; :func:`collect_images` expands an image, a
+folder or a glob and checks that every file is a readable image.
+
+User mistakes raise :class:`InferenceInputError` with a one-line message;
+the command-line tools turn it into their ``error:`` line.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import glob
+import os.path as osp
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import yaml
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
+                    '.webp')
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+
+
+class InferenceInputError(ValueError):
+    """A user mistake (bad path, image or checkpoint) on one line."""
+
+
+def zoo_configs(config_root: Optional[str] = None) -> Dict[str, str]:
+    """``{config stem: config path}`` of every model in the metafiles."""
+    root = config_root or osp.join(REPO_ROOT, 'configs')
+    out: Dict[str, str] = {}
+    for path in sorted(glob.glob(osp.join(root, '*', 'metafile.yml'))):
+        with open(path) as f:
+            meta = yaml.safe_load(f) or {}
+        for model in meta.get('Models') or []:
+            config = model.get('Config')
+            if config:
+                stem = osp.splitext(osp.basename(config))[0]
+                out[stem] = osp.join(osp.dirname(root), config)
+    return out
+
+
+def resolve_config(name: str, config_root: Optional[str] = None) -> str:
+    """A config file path for a path or a model-zoo name.
+
+    An existing file is returned as it is; otherwise ``name`` (with or
+    without ``.py``) is looked up among the metafile models.
+    """
+    if osp.isfile(name):
+        return name
+    stem = osp.splitext(osp.basename(name))[0]
+    zoo = zoo_configs(config_root)
+    if stem in zoo and osp.isfile(zoo[stem]):
+        return zoo[stem]
+    close = difflib.get_close_matches(stem, list(zoo), n=3, cutoff=0.6)
+    hint = (f'; did you mean {", ".join(close)}?' if close else
+            '; see configs/*/metafile.yml for the names')
+    raise InferenceInputError(
+        f'{name!r} is neither a config file nor a model-zoo name{hint}')
+
+
+def collect_images(pattern: str) -> List[str]:
+    """The image files named by an image path, a folder or a glob.
+
+    A folder gives its images (by extension, not recursive); a glob gives
+    its matches that are files. The list is sorted. Every file must decode
+    as an image, and no two may share a file name, because the outputs are
+    named after it.
+    """
+    import mmcv
+
+    if osp.isdir(pattern):
+        paths = [p for p in glob.glob(osp.join(pattern, '*'))
+                 if p.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(p)]
+        if not paths:
+            raise InferenceInputError(
+                f'folder {pattern} holds no images (looked for '
+                f'{", ".join(IMAGE_EXTENSIONS)})')
+    elif osp.isfile(pattern):
+        paths = [pattern]
+    else:
+        paths = [p for p in glob.glob(pattern) if osp.isfile(p)]
+        if not paths:
+            raise InferenceInputError(
+                f'no image, folder or glob matches found for {pattern}')
+    paths = sorted(paths)
+    seen: Dict[str, str] = {}
+    for path in paths:
+        try:
+            img = mmcv.imread(path)
+        except Exception:  # OpenCV/Pillow errors differ by backend
+            img = None
+        if img is None:
+            raise InferenceInputError(
+                f'cannot read {path} as an image (unsupported or damaged '
+                'file); pass image files only')
+        name = osp.basename(path)
+        if name in seen:
+            raise InferenceInputError(
+                f'{seen[name]} and {path} have the same file name and would '
+                'overwrite each other\'s outputs; run them separately')
+        seen[name] = path
+    return paths
+
+
+def _state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, Mapping):
+        raise InferenceInputError('the checkpoint holds no state_dict')
+    return {(k[7:] if k.startswith('module.') else k): v
+            for k, v in state.items()}
+
+
+def check_state_dict(model, state: Mapping[str, Any], checkpoint: str,
+                     config: str) -> None:
+    """Refuse a state dict that does not fit ``model`` exactly."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and hasattr(state[k], 'shape')
+              and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for what, keys in (('missing', missing), ('unexpected', unexpected),
+                       ('of another shape', shapes)):
+        if keys:
+            parts.append(f'{len(keys)} {what} (e.g. {keys[0]})')
+    raise InferenceInputError(
+        f'checkpoint {checkpoint} is not a checkpoint of {config}: of its '
+        f'{len(own)} parameters and buffers, {"; ".join(parts)}; pass the '
+        'checkpoint trained with this config')
+
+
+def dataset_meta(checkpoint: Mapping[str, Any], cfg) -> Dict[str, Any]:
+    """``classes`` and ``palette`` (when known): the checkpoint's
+    ``dataset_meta`` if it has one, else the metainfo of the config's test
+    dataset. Only these two keys, which both visualizers accept."""
+    meta = (checkpoint.get('meta') or {}).get('dataset_meta')
+    if meta and (meta.get('classes') or meta.get('CLASSES')):
+        meta = {k.lower(): v for k, v in meta.items()}
+    else:
+        from mmengine.registry import DATASETS, init_default_scope
+        init_default_scope(cfg.get('default_scope'))
+        ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+        while 'dataset' in ds_cfg:  # dataset wrappers
+            ds_cfg = ds_cfg['dataset']
+        ds_cfg['lazy_init'] = True
+        meta = dict(DATASETS.build(ds_cfg).metainfo)
+    return {k: meta[k] for k in ('classes', 'palette') if meta.get(k)}
+
+
+def _strict_class(base: type) -> type:
+    """``base`` (an inferencer class) whose model loads strictly."""
+
+    class Strict(base):
+        def __init__(self, *args, state_dict: Dict[str, Any],
+                     meta: Dict[str, Any], names: Tuple[str, str],
+                     **kwargs) -> None:
+            self._strict_state = state_dict
+            self._strict_meta = meta
+            self._strict_names = names
+            super().__init__(*args, **kwargs)
+
+        def _init_model(self, cfg, weights, device='cpu'):
+            with warnings.catch_warnings():  # the "no weights" warnings
+                warnings.simplefilter('ignore')
+                model = super()._init_model(cfg, None, device)
+            check_state_dict(model, self._strict_state, *self._strict_names)
+            model.load_state_dict(self._strict_state, strict=True)
+            meta = dict(self._strict_meta)
+            meta.setdefault('palette', model.dataset_meta.get('palette'))
+            model.dataset_meta = meta
+            return model
+
+    Strict.__name__ = Strict.__qualname__ = f'Strict{base.__name__}'
+    return Strict
+
+
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    """Read a checkpoint file (on CPU), or refuse it in one line."""
+    from mmengine.runner import CheckpointLoader
+    if '://' not in path and not osp.isfile(path):
+        raise InferenceInputError(f'checkpoint file not found: {path}')
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(path,
+                                                      map_location='cpu')
+    except Exception as exc:  # pickle / zip / torch errors vary
+        raise InferenceInputError(
+            f'cannot read checkpoint {path}: {type(exc).__name__}: '
+            f'{str(exc).splitlines()[0] if str(exc) else ""}') from None
+    if not isinstance(checkpoint, Mapping):
+        raise InferenceInputError(f'checkpoint {path} is not a state dict')
+    return dict(checkpoint)
+
+
+def build_inferencer(cfg, config_path: str, checkpoint: str,
+                     device: Optional[str] = None):
+    """``(task, inferencer)`` for a loaded config and a checkpoint path.
+
+    Args:
+        cfg (mmengine.Config): The model's config.
+        config_path (str): Where ``cfg`` came from (for messages).
+        checkpoint (str): Checkpoint file; must fit the model exactly.
+        device (str, optional): ``'cpu'``, ``'cuda'``, ``'cuda:1'``...;
+            None picks the available one.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
+        raise InferenceInputError(
+            f'config {config_path} has default_scope {scope!r}; mmtwins '
+            "inference needs 'mmdet' or 'mmseg'")
+    ckpt = load_checkpoint_file(checkpoint)
+    state = _state_dict(ckpt)
+    meta = dataset_meta(ckpt, cfg)
+    kwargs = dict(state_dict=state, meta=meta,
+                  names=(checkpoint, config_path))
+    if scope == 'mmdet':
+        from mmdet.apis import DetInferencer
+        inferencer = _strict_class(DetInferencer)(
+            model=cfg, weights=None, device=device, **kwargs)
+    else:
+        from mmseg.apis import MMSegInferencer
+        inferencer = _strict_class(MMSegInferencer)(
+            model=cfg, weights=None, device=device,
+            classes=meta.get('classes'), palette=meta.get('palette'),
+            **kwargs)
+    return TASKS[scope], inferencer
