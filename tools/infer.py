@@ -37,6 +37,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
 
+from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -57,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'available, else cpu)')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images per forward pass')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
@@ -144,14 +147,9 @@ def run(args: argparse.Namespace) -> List[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    # The tools' one-line error handling, kept to these lines.
-    from mmtwins.utils.inference import InferenceInputError
-    from mmtwins.utils.tool_errors import ToolError, exit_on_user_error
-    with exit_on_user_error():
-        try:
-            run(args)
-        except InferenceInputError as exc:
-            raise ToolError(str(exc)) from None
+    # Bad input (mmtwins.errors.InputError) ends in one `error:` line.
+    with exit_on_user_error(args.debug):
+        run(args)
 
 
 if __name__ == '__main__':

@@ -19,8 +19,10 @@ directly:
 ``configs/*/metafile.yml``; :func:`collect_images` expands an image, a
 folder or a glob and checks that every file is a readable image.
 
-User mistakes raise :class:`InferenceInputError` with a one-line message;
-the command-line tools turn it into their ``error:`` line.
+User mistakes raise :class:`InferenceInputError` (or
+:class:`~mmtwins.errors.CheckpointError` for the checkpoint), both
+:class:`~mmtwins.errors.InputError`, with a one-line message; the
+command-line tools turn it into their ``error:`` line.
 """
 from __future__ import annotations
 
@@ -33,14 +35,21 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from mmtwins.errors import CheckpointError, InputError
+from mmtwins.utils.checkpoint_fit import (
+    compare_state_dicts,
+    read_checkpoint,
+    weights_of,
+)
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 
 
-class InferenceInputError(ValueError):
-    """A user mistake (bad path, image or checkpoint) on one line."""
+class InferenceInputError(InputError, ValueError):
+    """A user mistake (bad path, config or image) on one line."""
 
 
 def zoo_configs(config_root: Optional[str] = None) -> Dict[str, str]:
@@ -121,33 +130,15 @@ def collect_images(pattern: str) -> List[str]:
     return paths
 
 
-def _state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
-    state = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state, Mapping):
-        raise InferenceInputError('the checkpoint holds no state_dict')
-    return {(k[7:] if k.startswith('module.') else k): v
-            for k, v in state.items()}
-
-
 def check_state_dict(model, state: Mapping[str, Any], checkpoint: str,
                      config: str) -> None:
     """Refuse a state dict that does not fit ``model`` exactly."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and hasattr(state[k], 'shape')
-              and tuple(state[k].shape) != tuple(own[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for what, keys in (('missing', missing), ('unexpected', unexpected),
-                       ('of another shape', shapes)):
-        if keys:
-            parts.append(f'{len(keys)} {what} (e.g. {keys[0]})')
-    raise InferenceInputError(
-        f'checkpoint {checkpoint} is not a checkpoint of {config}: of its '
-        f'{len(own)} parameters and buffers, {"; ".join(parts)}; pass the '
-        'checkpoint trained with this config')
+    diff = compare_state_dicts(model.state_dict(), state)
+    if diff:
+        raise CheckpointError(
+            f'checkpoint {checkpoint} is not a checkpoint of {config}: '
+            f'{diff.summary()}; pass the checkpoint trained with this '
+            'config')
 
 
 def dataset_meta(checkpoint: Mapping[str, Any], cfg) -> Dict[str, Any]:
@@ -195,23 +186,6 @@ def _strict_class(base: type) -> type:
     return Strict
 
 
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    """Read a checkpoint file (on CPU), or refuse it in one line."""
-    from mmengine.runner import CheckpointLoader
-    if '://' not in path and not osp.isfile(path):
-        raise InferenceInputError(f'checkpoint file not found: {path}')
-    try:
-        checkpoint = CheckpointLoader.load_checkpoint(path,
-                                                      map_location='cpu')
-    except Exception as exc:  # pickle / zip / torch errors vary
-        raise InferenceInputError(
-            f'cannot read checkpoint {path}: {type(exc).__name__}: '
-            f'{str(exc).splitlines()[0] if str(exc) else ""}') from None
-    if not isinstance(checkpoint, Mapping):
-        raise InferenceInputError(f'checkpoint {path} is not a state dict')
-    return dict(checkpoint)
-
-
 def build_inferencer(cfg, config_path: str, checkpoint: str,
                      device: Optional[str] = None):
     """``(task, inferencer)`` for a loaded config and a checkpoint path.
@@ -228,8 +202,8 @@ def build_inferencer(cfg, config_path: str, checkpoint: str,
         raise InferenceInputError(
             f'config {config_path} has default_scope {scope!r}; mmtwins '
             "inference needs 'mmdet' or 'mmseg'")
-    ckpt = load_checkpoint_file(checkpoint)
-    state = _state_dict(ckpt)
+    ckpt = read_checkpoint(checkpoint)
+    state = weights_of(ckpt)
     meta = dataset_meta(ckpt, cfg)
     kwargs = dict(state_dict=state, meta=meta,
                   names=(checkpoint, config_path))

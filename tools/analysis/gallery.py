@@ -31,6 +31,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa: E402
+
 GAP = 8  # white pixels between gallery cells
 
 
@@ -173,6 +175,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detection: lowest score drawn')
     parser.add_argument('--device', default='cpu')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.num < 1 or args.cols < 1 or args.scale <= 0:
         parser.error('--num and --cols must be at least 1, --scale > 0')
@@ -181,15 +184,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from mmtwins.utils.inference import InferenceInputError
-    from mmtwins.utils.tool_errors import ToolError, exit_on_user_error
-    with exit_on_user_error():
-        try:
-            gallery = draw_gallery(args.config, args.checkpoint, args.out,
-                                   args.num, args.cols, args.scale,
-                                   args.score_thr, args.device)
-        except InferenceInputError as exc:
-            raise ToolError(str(exc)) from None
+    with exit_on_user_error(args.debug):
+        gallery = draw_gallery(args.config, args.checkpoint, args.out,
+                               args.num, args.cols, args.scale,
+                               args.score_thr, args.device)
     print(f'saved a {gallery.shape[1]}x{gallery.shape[0]} gallery to '
           f'{args.out}')
 
