@@ -42,6 +42,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
 
+from tools.cli.errors import add_debug_flag  # noqa: E402
+
 if TYPE_CHECKING:
     import torch
 
@@ -230,6 +232,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='largest accepted relative difference')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if min(args.shape) <= 0:
         parser.error(f'--shape needs positive H and W, got {args.shape}')
@@ -239,10 +242,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     import mmtwins  # noqa: F401  (registers the mmtwins modules)
-    from mmtwins.utils.config_checks import check_file, load_config
-    from mmtwins.utils.tool_errors import ToolError, exit_on_user_error
+    from tools.cli.config_checks import check_file, load_config
+    from tools.cli.errors import ToolError, exit_on_user_error
 
-    with exit_on_user_error():
+    with exit_on_user_error(args.debug):
         try:
             import onnxruntime  # noqa: F401
             import onnxscript  # noqa: F401
