@@ -133,7 +133,7 @@ def _export(model: nn.Module, path: str, size: tuple) -> None:
                       dynamo=True, dynamic_shapes=(dims, ), verbose=False)
 
 
-@pytest.mark.slow  # two exports: about a minute each on a busy 2-core VM
+@pytest.mark.slow  # about 15 s and 45 s of export on a 2-core VM
 @pytest.mark.parametrize('name', ['resnet-conv-stem', 'fpn+retina-head'])
 def test_onnx_export_dynamic_sizes(name, tmp_path):
     """One exported file, two input sizes (the second has odd sides)."""

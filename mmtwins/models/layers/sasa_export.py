@@ -6,9 +6,10 @@ height and width stay symbolic), and the ONNX exporter then decomposes every
 op that has no ONNX translation with the decompositions in
 ``torch._decomp.decomposition_table``. Importing mmtwins registers
 :func:`sasa_attention_decomposition` there, so callers pass nothing extra
-(no ``custom_translation_table``): the op becomes zero padding, k^2 shifted
-slices, products, a masked softmax and a weighted sum, all standard ONNX
-operators whose sizes follow the input's height and width.
+(no ``custom_translation_table``): the op becomes a convolution with fixed
+one-hot kernels (the k^2 neighbours, zero outside the image), products, a
+masked softmax and a weighted sum, all standard ONNX operators whose sizes
+follow the input's height and width.
 
 The decomposition is a plain function of standard ops, so it is also what
 the tests compare the kernels with. It materialises the ``k^2``-wide logits
@@ -38,33 +39,33 @@ def sasa_attention_decomposition(query: Tensor, key: Tensor, value: Tensor,
     """
     height, width = query.shape[-2:]
     size = rel_h.shape[0]
-    radius = size // 2
     half = query.shape[2] // 2
-    pad = (radius, radius, radius, radius)
-    keys = F.pad(key, pad)
-    values = F.pad(value, pad)
-    # 1 inside the image, 0 in the padding, for every shifted window.
-    inside = F.pad(torch.ones_like(query[0, 0, 0]), pad)
-    # Positional logits (B, heads, k, H, W) for rows and for columns.
+    # One-hot k x k kernels: output channel dy * k + dx of a convolution
+    # with them is the neighbour at offset (dy - k // 2, dx - k // 2), zero
+    # outside the image. One Conv node per tensor instead of k^2 slices
+    # keeps the exported graph (and the exporter's time) small.
+    eye = torch.eye(size * size, dtype=query.dtype, device=query.device)
+    eye = eye.view(size * size, 1, size, size)
+
+    def neighbours(x: Tensor) -> Tensor:
+        """(B, heads, d, H, W) -> (B, heads, d, k*k, H, W)."""
+        out = F.conv2d(x.reshape(-1, 1, height, width), eye,
+                       padding=size // 2)
+        return out.view(*x.shape[:3], size * size, height, width)
+
+    # 1 where the neighbour is inside the image, 0 in the padding.
+    inside = F.conv2d(torch.ones_like(query[:1, 0, :1]), eye,
+                      padding=size // 2)[0]
+    # Positional logits (B, heads, k, H, W) for rows and for columns, then
+    # their sum for every (row, column) offset.
     pos_row = torch.einsum('bhdyx,khd->bhkyx', query[:, :, :half], rel_h)
     pos_col = torch.einsum('bhdyx,khd->bhkyx', query[:, :, half:], rel_w)
-    logits = []
-    for dy in range(size):
-        for dx in range(size):
-            window = (slice(dy, dy + height), slice(dx, dx + width))
-            logit = ((query * keys[..., window[0], window[1]]).sum(2) +
-                     pos_row[:, :, dy] + pos_col[:, :, dx])
-            logits.append(
-                logit.masked_fill(inside[window] == 0, float('-inf')))
-    logits = torch.stack(logits, dim=2)  # (B, heads, k*k, H, W)
+    pos = (pos_row[:, :, :, None] + pos_col[:, :, None, :]).flatten(2, 3)
+    logits = (query[:, :, :, None] * neighbours(key)).sum(2) + pos
+    logits = logits.masked_fill(inside == 0, float('-inf'))
     lse = torch.logsumexp(logits, dim=2)
     probs = torch.softmax(logits, dim=2)
-    out = torch.zeros_like(query)
-    for dy in range(size):
-        for dx in range(size):
-            index = dy * size + dx
-            out = out + probs[:, :, index:index + 1] * values[
-                ..., dy:dy + height, dx:dx + width]
+    out = (probs[:, :, None] * neighbours(value)).sum(3)
     return out, lse
 
 
