@@ -68,8 +68,20 @@ def _model_checkpoint(tmp_path_factory, config, name):
 
 
 def _run(capsys, tool, argv):
-    with pytest.raises(SystemExit) as exc:
-        TOOLS[tool].main(argv)
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            TOOLS[tool].main(argv)
+    finally:
+        # A runner names its logger after the second it starts, so a later
+        # run in the same second would reuse this logger, whose handler
+        # writes to this test's captured (then closed) stderr.
+        for name in set(MMLogger._instance_dict) - before:
+            logger = MMLogger._instance_dict.pop(name)
+            for handler in list(logger.handlers):
+                handler.close()
+                logger.removeHandler(handler)
     return exc.value.code, capsys.readouterr().err
 
 

@@ -6,6 +6,7 @@
 # baseline starts from ImageNet weights: for that, see retinanet_r50_1x_coco.py.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
+custom_imports = dict(imports=['mmtwins'], allow_failed_imports=False)
 # mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
 default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
 custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]

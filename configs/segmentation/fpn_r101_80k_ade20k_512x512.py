@@ -13,6 +13,7 @@ model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
 train_cfg = dict(max_iters=80000, val_interval=8000)
 default_hooks = dict(
     checkpoint=dict(type='mmtwins.SafeCheckpointHook', interval=8000))
+custom_imports = dict(imports=['mmtwins'], allow_failed_imports=False)
 # The heads/dataset class-count check of mmtwins.
 custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
 optim_wrapper = dict(

@@ -8,6 +8,7 @@ _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 train_cfg = dict(max_iters=80000, val_interval=8000)
 default_hooks = dict(
     checkpoint=dict(type='mmtwins.SafeCheckpointHook', interval=8000))
+custom_imports = dict(imports=['mmtwins'], allow_failed_imports=False)
 # The heads/dataset class-count check of mmtwins.
 custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
 optim_wrapper = dict(

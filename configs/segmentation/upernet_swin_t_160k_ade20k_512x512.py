@@ -2,6 +2,7 @@
 # Thin config: the upstream mmseg config, plus the mmtwins hooks below.
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
+custom_imports = dict(imports=['mmtwins'], allow_failed_imports=False)
 # mmtwins' crash-safe checkpoints and the heads/dataset class-count check.
 default_hooks = dict(checkpoint=dict(type='mmtwins.SafeCheckpointHook'))
 custom_hooks = [dict(type='mmtwins.NumClassCheckHook')]
