@@ -149,6 +149,7 @@ def test_frozen_stages_and_norm_eval():
 
     model = SASAResNet(26, base_channels=8, kernel_size=3, num_heads=2,
                        norm_eval=True)
+    assert model.train() is model and model.eval() is model  # chainable
     model.train()
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     assert norms and all(not m.training for m in norms)

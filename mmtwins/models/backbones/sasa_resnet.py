@@ -188,6 +188,13 @@ class SASAResNet(ResNet):
         check_input(self, x, self.image_channels, weight)
         return super().forward(x)
 
+    def train(self, mode: bool = True) -> 'SASAResNet':
+        """As mmdet's ResNet (frozen stages, ``norm_eval``), returning the
+        module like :meth:`torch.nn.Module.train` (mmdet's returns None,
+        so ``SASAResNet(...).eval()`` gave None)."""
+        super().train(mode)
+        return self
+
     def make_res_layer(self, **kwargs) -> ResLayer:
         """Build one stage, with attention where ``attention_stages`` says.
         """
