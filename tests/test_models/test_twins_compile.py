@@ -6,16 +6,10 @@ inputs are chosen so that every LSA stage pads (64x96 gives token maps of
 """
 import pytest
 import torch
+from twins_tiny import TINY, TINY_SVT
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT
 
-TINY = dict(
-    embed_dims=[16, 32, 32, 64],
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 2, 4],
-    mlp_ratios=[2, 2, 2, 2],
-    sr_ratios=[8, 4, 2, 1])
-TINY_SVT = dict(TINY, window_sizes=[7, 7, 7, 7])
 CASES = [(TwinsPCPVT, TINY, {}), (TwinsSVT, TINY_SVT, {}),
          (TwinsSVT, TINY_SVT, dict(lsa_pad='mmseg'))]
 IDS = ['pcpvt', 'svt-mask', 'svt-mmseg']

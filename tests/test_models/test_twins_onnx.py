@@ -7,16 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from torch.export import Dim
+from twins_tiny import TINY, TINY_SVT
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT
 
-TINY = dict(
-    embed_dims=[16, 32, 32, 64],
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 2, 4],
-    mlp_ratios=[2, 2, 2, 2],
-    sr_ratios=[8, 4, 2, 1])
-TINY_SVT = dict(TINY, window_sizes=[7, 7, 7, 7])
 # Export at 128x160 (token maps 32x40 ... 4x5: LSA pads on both sides);
 # check at sizes that pad on one side only (224x256: 56x64 -> width pads),
 # on neither side in the first stage (224x224) and odd sizes (97x131).
