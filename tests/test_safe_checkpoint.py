@@ -11,10 +11,9 @@ import re
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from tools_helpers import REPO, make_mini, run_tool, write_config
+from toy_runner import ToyData, ToyModel
 
 from mmtwins.engine import SafeCheckpointHook, find_resume_checkpoint
 from mmtwins.engine.atomic_files import atomic_write, leftover_temp_files
@@ -75,28 +74,6 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     with open(path) as f:
         assert f.read() == 'old'
     assert leftover_temp_files(str(tmp_path)) == []
-
-
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, targets=None, mode='tensor'):
-        out = self.linear(torch.stack(inputs)).squeeze(-1)
-        if mode == 'loss':
-            return dict(loss=((out - torch.stack(targets))**2).mean())
-        return [dict(pred=p, target=t) for p, t in zip(out, targets)]
-
-
-class ToyData(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        return dict(inputs=torch.tensor([i, 1.]), targets=torch.tensor(2. * i))
 
 
 def test_hook_keeps_the_newest_and_points_at_it(tmp_path):

@@ -9,37 +9,13 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from toy_runner import ToyData, ToyModel
 
 import mmtwins  # noqa: F401  (applies the allowlist)
 from mmtwins.utils.safe_load import history_buffer_getattr
-
-
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, targets=None, mode='tensor'):
-        out = self.linear(torch.stack(inputs)).squeeze(-1)
-        if mode == 'loss':
-            return dict(loss=((out - torch.stack(targets))**2).mean())
-        return [dict(pred=p, target=t) for p, t in zip(out, targets)]
-
-
-class ToyData(torch.utils.data.Dataset):
-    metainfo = dict(classes=('a', 'b'), palette=[(1, 2, 3), (4, 5, 6)])
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        return dict(inputs=torch.tensor([i, 1.]), targets=torch.tensor(2. * i))
 
 
 class ToyMetric(BaseMetric):
