@@ -13,15 +13,16 @@
 // N = batch * heads. The kernel works on one image row at a time: the row's
 // k * k logits stay in cache, so the q . k products are never written to
 // memory (the Python offset loop writes each of them), and the innermost
-// loops are explicit SIMD vectors along the row with the sum over channels
-// or offsets kept in registers. Forward keeps only the log-sum-exp;
-// backward recomputes the probabilities from it.
+// loops are explicit SIMD vectors along the row (the last few columns of a
+// row one by one), with the sums over channels or offsets in registers.
+// Forward keeps only the log-sum-exp; backward recomputes the
+// probabilities from it.
 //
-// Layout inside the kernel: every row is zero-padded to a multiple of the
-// vector width (`row`), and keys and values (and their gradients) also get
-// r zero columns on the left and the right, so that offset b reads the
-// padded row from column b for every output column. Padded columns compute
-// finite values from zeros and are cropped by the caller.
+// Borders: keys and values (and their gradients) are held with r zero
+// columns on each side, so that every offset reads a whole row and every
+// loop runs over whole rows; where a neighbour is outside the image the
+// logit is set to -inf, so its probability and logit gradient are 0 and
+// it meets only the zeros (or adds 0 to the padding of the gradients).
 //
 // Threads: ATen's intra-op pool (at::parallel_for), i.e. as many as
 // torch.get_num_threads(). Forward splits the N * H rows; backward splits
@@ -54,12 +55,39 @@ struct Simd {
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
   static V fill(T x) { return V{} + x; }
+  static T lane(V v, int64_t l) { return v[l]; }
 };
 
-// exp(x) lane by lane, for x = logit - max <= 0 or -inf (masked), which
-// gives 0. Double: std::exp (used by the tests' float64 checks). Float: a
-// Cephes-style polynomial (about 1 ulp) on the whole vector; below -87,
-// where exp is under 1.7e-38, it returns 0.
+// One element with the interface of Simd (the tail of a row).
+template <typename T>
+struct Scalar {
+  static constexpr int64_t lanes = 1;
+  typedef T V;
+  static V load(const T* p) { return *p; }
+  static void store(T* p, V v) { *p = v; }
+  static V fill(T x) { return x; }
+  static T lane(V v, int64_t) { return v; }
+};
+
+// Calls f(j, Simd<T>{}) for the whole vectors in [begin, end) and
+// f(j, Scalar<T>{}) for the columns left over, so `f` is a generic lambda
+// written once for both.
+template <typename T, typename F>
+inline void for_vectors(int64_t begin, int64_t end, const F& f) {
+  constexpr int64_t lanes = Simd<T>::lanes;
+  int64_t j = begin;
+  for (; j + lanes <= end; j += lanes) f(j, Simd<T>{});
+  for (; j < end; ++j) f(j, Scalar<T>{});
+}
+
+// exp(x) for x = logit - max <= 0, or -inf (masked), which gives 0.
+// Float vectors: a Cephes-style polynomial (about 1 ulp) on the whole
+// vector, which the libm call is not; below -87, where exp is under
+// 1.7e-38, it returns 0. Double (the tests' float64 checks) and single
+// columns: std::exp.
+inline double softmax_exp(double x) { return std::exp(x); }
+inline float softmax_exp(float x) { return std::exp(x); }
+
 inline Simd<double>::V softmax_exp(Simd<double>::V x) {
   for (int64_t l = 0; l < Simd<double>::lanes; ++l) x[l] = std::exp(x[l]);
   return x;
@@ -87,23 +115,30 @@ inline Simd<float>::V softmax_exp(Simd<float>::V x) {
   return tiny ? S::fill(0.0f) : p * scale;
 }
 
-// Sizes of one call (module comment: `row` is the padded row length).
+// Sizes of one call. `row` is the width rounded up to whole vectors (the
+// stride of the per-row scratch buffers); `padded` is the row length of
+// the zero-padded key/value copies.
 struct Geometry {
-  int64_t slices, dim, height, width, size, radius, row, plane, key_row,
-      key_plane;
-  // shift[o]: where offset o = a * size + b reads in a key plane, relative
-  // to column 0 of the window's first row.
-  std::vector<int64_t> shift;
+  int64_t slices, dim, height, width, size, radius, plane, row, padded,
+      padded_plane;
+  // Per offset o = a * size + b: where it reads in a padded plane,
+  // relative to column 0 of the window's first row, and the columns whose
+  // neighbour is inside the image, [first, last).
+  std::vector<int64_t> padded_shift, first, last;
 
-  Geometry(int64_t slices, int64_t dim, int64_t height, int64_t width,
-           int64_t row, int64_t kernel_size)
-      : slices(slices), dim(dim), height(height), width(width),
-        size(kernel_size), radius(kernel_size / 2), row(row),
-        plane(height * row), key_row(row + kernel_size - 1),
-        key_plane(height * (row + kernel_size - 1)),
-        shift(kernel_size * kernel_size) {
-    for (int64_t o = 0; o < size * size; ++o)
-      shift[o] = (o / size) * key_row + o % size;
+  Geometry(const at::Tensor& q, int64_t kernel_size, int64_t lanes)
+      : slices(q.size(0)), dim(q.size(1)), height(q.size(2)),
+        width(q.size(3)), size(kernel_size), radius(kernel_size / 2),
+        plane(q.size(2) * q.size(3)),
+        row((q.size(3) + lanes - 1) / lanes * lanes),
+        padded(q.size(3) + kernel_size - 1),
+        padded_plane(q.size(2) * (q.size(3) + kernel_size - 1)) {
+    for (int64_t o = 0; o < size * size; ++o) {
+      const int64_t a = o / size, b = o % size, dx = b - radius;
+      padded_shift.push_back(a * padded + b);
+      first.push_back(std::min(width, std::max<int64_t>(0, -dx)));
+      last.push_back(std::max(first.back(), std::min(width, width - dx)));
+    }
   }
   // Window rows a in [first_row, last_row) lie inside the image.
   int64_t first_row(int64_t i) const {
@@ -114,45 +149,59 @@ struct Geometry {
   }
 };
 
+// result[j] = sum_o w[o * row + j] x[padded_shift[o] + j] (divided by
+// divisor[j]) for j in [0, W), over offsets [o0, o1): the output (w =
+// probabilities, x = padded values) and the query gradient (w = logit
+// gradients, x = padded keys). `x` points at channel c, window row 0.
+template <typename T>
+void sum_over_window(const Geometry& g, const T* w, const T* x, int64_t o0,
+                     int64_t o1, T* result, const T* divisor) {
+  const int64_t* shift = g.padded_shift.data();
+  for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+    using S = decltype(simd);
+    typename S::V sum = S::fill(0);
+    for (int64_t o = o0; o < o1; ++o)
+      sum += S::load(w + o * g.row + j) * S::load(x + shift[o] + j);
+    if (divisor) sum /= S::load(divisor + j);
+    S::store(result + j, sum);
+  });
+}
+
 // Row i's logits of one slice, logits[o * row + j], for the window rows
-// inside the image; -inf where column j + b - radius (j < width) is not.
+// inside the image; -inf where column j's neighbour is outside. `k` is the
+// slice's padded keys.
 template <typename T>
 void row_logits(const Geometry& g, const T* q, const T* k, const T* pos_row,
                 const T* pos_col, int64_t i, T* logits) {
-  using S = Simd<T>;
-  const T* q_row = q + i * g.row;
-  for (int64_t a = g.first_row(i); a < g.last_row(i); ++a) {
-    const T* k_row = k + (i + a - g.radius) * g.key_row;
-    const T* pr = pos_row + a * g.plane + i * g.row;
-    for (int64_t b = 0; b < g.size; ++b) {
-      T* out = logits + (a * g.size + b) * g.row;
-      const T* pc = pos_col + b * g.plane + i * g.row;
-      for (int64_t j = 0; j < g.row; j += S::lanes) {
-        typename S::V sum = S::load(pr + j) + S::load(pc + j);
-        for (int64_t c = 0; c < g.dim; ++c)
-          sum += S::load(q_row + c * g.plane + j) *
-                 S::load(k_row + c * g.key_plane + b + j);
-        S::store(out + j, sum);
-      }
-      const T masked = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < std::min<int64_t>(g.width, g.radius - b); ++j)
-        out[j] = masked;
-      for (int64_t j = std::max<int64_t>(0, g.width + g.radius - b);
-           j < g.width; ++j)
-        out[j] = masked;
-    }
+  const T masked = -std::numeric_limits<T>::infinity();
+  const T* q_row = q + i * g.width;
+  const T* k_window = k + (i - g.radius) * g.padded;
+  for (int64_t o = g.first_row(i) * g.size; o < g.last_row(i) * g.size;
+       ++o) {
+    T* out = logits + o * g.row;
+    const T* pr = pos_row + (o / g.size) * g.plane + i * g.width;
+    const T* pc = pos_col + (o % g.size) * g.plane + i * g.width;
+    const T* k_o = k_window + g.padded_shift[o];
+    for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+      using S = decltype(simd);
+      typename S::V sum = S::load(pr + j) + S::load(pc + j);
+      for (int64_t c = 0; c < g.dim; ++c)
+        sum += S::load(q_row + c * g.plane + j) *
+               S::load(k_o + c * g.padded_plane + j);
+      S::store(out + j, sum);
+    });
+    std::fill(out, out + g.first[o], masked);
+    std::fill(out + g.last[o], out + g.width, masked);
   }
 }
 
 template <typename T>
-void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
-                    const T* pr, const T* pc, T* out, T* lse) {
-  using S = Simd<T>;
-  using V = typename S::V;
+void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
+                    const T* v_padded, const T* pr, const T* pc, T* out,
+                    T* lse) {
   const int64_t window = g.size * g.size;
-  const int64_t* shift = g.shift.data();
   const int64_t grain =
-      std::max<int64_t>(1, 4096 / (g.dim * g.row * window + 1));
+      std::max<int64_t>(1, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
     std::vector<T> logits(window * g.row), total(g.row);
@@ -160,53 +209,48 @@ void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.height, i = r % g.height;
       const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-      const int64_t keys = n * g.dim * g.key_plane;
-      row_logits(g, q + slice, k + keys, pr + table, pc + table, i, L);
+      const int64_t keys = n * g.dim * g.padded_plane;
+      row_logits(g, q + slice, k_padded + keys, pr + table, pc + table, i,
+                 L);
       const int64_t o0 = g.first_row(i) * g.size, o1 = g.last_row(i) * g.size;
-      T* lse_row = lse + n * g.plane + i * g.row;
+      T* lse_row = lse + n * g.plane + i * g.width;
       // Softmax over the window; the centre is always inside the image.
-      for (int64_t j = 0; j < g.row; j += S::lanes) {
-        V peak = S::load(L + (g.radius * g.size + g.radius) * g.row + j);
+      const int64_t centre = g.radius * g.size + g.radius;
+      for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+        using S = decltype(simd);
+        typename S::V peak = S::load(L + centre * g.row + j);
         for (int64_t o = o0; o < o1; ++o) {
-          const V x = S::load(L + o * g.row + j);
+          const auto x = S::load(L + o * g.row + j);
           peak = x > peak ? x : peak;
         }
-        V sum = S::fill(0);
+        typename S::V sum = S::fill(0);
         for (int64_t o = o0; o < o1; ++o) {
-          const V p = softmax_exp(S::load(L + o * g.row + j) - peak);
+          const auto p = softmax_exp(S::load(L + o * g.row + j) - peak);
           S::store(L + o * g.row + j, p);
           sum += p;
         }
         S::store(total.data() + j, sum);
         for (int64_t l = 0; l < S::lanes; ++l)
-          lse_row[j + l] = peak[l] + std::log(sum[l]);
-      }
-      const T* v_window = v + keys + (i - g.radius) * g.key_row;
-      for (int64_t c = 0; c < g.dim; ++c) {
-        T* out_row = out + slice + c * g.plane + i * g.row;
-        const T* v_c = v_window + c * g.key_plane;
-        for (int64_t j = 0; j < g.row; j += S::lanes) {
-          V sum = S::fill(0);
-          for (int64_t o = o0; o < o1; ++o)
-            sum += S::load(L + o * g.row + j) * S::load(v_c + shift[o] + j);
-          S::store(out_row + j, sum / S::load(total.data() + j));
-        }
-      }
+          lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
+      });
+      const int64_t values = keys + (i - g.radius) * g.padded;
+      for (int64_t c = 0; c < g.dim; ++c)
+        sum_over_window(g, L, v_padded + values + c * g.padded_plane, o0, o1,
+                        out + slice + c * g.plane + i * g.width,
+                        total.data());
     }
   });
 }
 
-// Gradients; grad_k and grad_v are laid out like k and v, all are zeroed
-// by the caller (grad_q is overwritten), and null means "not needed".
+// Gradients; `k`, `v`, `gk` and `gv` are padded. All but grad_q
+// (overwritten) are zeroed by the caller, and null means "not needed".
 template <typename T>
 void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                      const T* v, const T* pr, const T* pc, const T* out,
                      const T* lse, T* gq, T* gk, T* gv, T* gpr, T* gpc) {
-  using S = Simd<T>;
-  using V = typename S::V;
   const int64_t window = g.size * g.size;
-  const int64_t* shift = g.shift.data();
   const bool need_logits = gq || gk || gpr;
+  const int64_t* shift = g.padded_shift.data();
   at::parallel_for(0, g.slices, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> probs(window * g.row), grad_logits(window * g.row),
         row_term(g.row);
@@ -214,76 +258,74 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
     T* GL = grad_logits.data();
     for (int64_t n = begin; n < end; ++n) {
       const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-      const int64_t keys = n * g.dim * g.key_plane;
+      const int64_t keys = n * g.dim * g.padded_plane;
       for (int64_t i = 0; i < g.height; ++i) {
         row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
         const int64_t o0 = g.first_row(i) * g.size,
                       o1 = g.last_row(i) * g.size;
-        const int64_t at_row = slice + i * g.row;
-        const int64_t at_window = keys + (i - g.radius) * g.key_row;
-        const T* lse_row = lse + n * g.plane + i * g.row;
-        for (int64_t j = 0; j < g.row; j += S::lanes) {
-          const V m = S::load(lse_row + j);
+        const int64_t at_row = slice + i * g.width;
+        const int64_t at_window = keys + (i - g.radius) * g.padded;
+        const T* lse_row = lse + n * g.plane + i * g.width;
+        for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+          using S = decltype(simd);
+          const auto m = S::load(lse_row + j);
           for (int64_t o = o0; o < o1; ++o)
             S::store(P + o * g.row + j,
                      softmax_exp(S::load(P + o * g.row + j) - m));
-        }
+        });
         if (need_logits) {
           // d loss / d logit[o] = p[o] (g . v_o - g . out)
-          for (int64_t j = 0; j < g.row; j += S::lanes) {
-            V sum = S::fill(0);
+          for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+            using S = decltype(simd);
+            typename S::V sum = S::fill(0);
             for (int64_t c = 0; c < g.dim; ++c)
               sum += S::load(go + at_row + c * g.plane + j) *
                      S::load(out + at_row + c * g.plane + j);
             S::store(row_term.data() + j, sum);
-          }
+          });
           for (int64_t o = o0; o < o1; ++o) {
             const T* v_o = v + at_window + shift[o];
-            for (int64_t j = 0; j < g.row; j += S::lanes) {
-              V sum = -S::load(row_term.data() + j);
+            T* gl = GL + o * g.row;
+            for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+              using S = decltype(simd);
+              typename S::V sum = -S::load(row_term.data() + j);
               for (int64_t c = 0; c < g.dim; ++c)
                 sum += S::load(go + at_row + c * g.plane + j) *
-                       S::load(v_o + c * g.key_plane + j);
-              S::store(GL + o * g.row + j, S::load(P + o * g.row + j) * sum);
-            }
-          }
-          if (gpr) {
-            for (int64_t o = o0; o < o1; ++o) {
-              T* rows = gpr + table + (o / g.size) * g.plane + i * g.row;
-              T* cols = gpc + table + (o % g.size) * g.plane + i * g.row;
-              for (int64_t j = 0; j < g.row; j += S::lanes) {
-                const V x = S::load(GL + o * g.row + j);
+                       S::load(v_o + c * g.padded_plane + j);
+              S::store(gl + j, S::load(P + o * g.row + j) * sum);
+            });
+            if (gpr) {
+              T* rows = gpr + table + (o / g.size) * g.plane + i * g.width;
+              T* cols = gpc + table + (o % g.size) * g.plane + i * g.width;
+              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+                using S = decltype(simd);
+                const auto x = S::load(gl + j);
                 S::store(rows + j, S::load(rows + j) + x);
                 S::store(cols + j, S::load(cols + j) + x);
-              }
+              });
             }
           }
         }
         for (int64_t c = 0; c < g.dim; ++c) {
           const int64_t at_q = at_row + c * g.plane;
-          const int64_t at_k = at_window + c * g.key_plane;
-          if (gq) {
-            for (int64_t j = 0; j < g.row; j += S::lanes) {
-              V sum = S::fill(0);
-              for (int64_t o = o0; o < o1; ++o)
-                sum += S::load(GL + o * g.row + j) *
-                       S::load(k + at_k + shift[o] + j);
-              S::store(gq + at_q + j, sum);
-            }
-          }
+          const int64_t at_k = at_window + c * g.padded_plane;
+          if (gq)
+            sum_over_window(g, GL, k + at_k, o0, o1, gq + at_q,
+                            static_cast<const T*>(nullptr));
           for (int64_t o = o0; o < o1; ++o) {
             T* gk_o = gk ? gk + at_k + shift[o] : nullptr;
             T* gv_o = gv ? gv + at_k + shift[o] : nullptr;
-            for (int64_t j = 0; j < g.row; j += S::lanes) {
+            const T* gl = GL + o * g.row;
+            const T* p = P + o * g.row;
+            for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+              using S = decltype(simd);
               if (gk_o)
                 S::store(gk_o + j, S::load(gk_o + j) +
-                                       S::load(GL + o * g.row + j) *
-                                           S::load(q + at_q + j));
+                                       S::load(gl + j) * S::load(q + at_q + j));
               if (gv_o)
                 S::store(gv_o + j, S::load(gv_o + j) +
-                                       S::load(P + o * g.row + j) *
-                                           S::load(go + at_q + j));
-            }
+                                       S::load(p + j) * S::load(go + at_q + j));
+            });
           }
         }
       }
@@ -302,30 +344,19 @@ void check_inputs(const std::vector<at::Tensor>& tensors, int64_t dim) {
 
 // How the kernel holds a tensor: float64 stays, every other float type is
 // computed in float32.
-at::ScalarType compute_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+at::Tensor compute(const at::Tensor& t) {
+  const auto type =
+      t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return t.to(type).contiguous();
 }
 
-int64_t lanes(at::ScalarType type) {
-  return kVectorBytes / at::elementSize(type);
+// (N, D, H, W) -> (N, D, H, W + 2 radius) with zero side columns.
+at::Tensor pad_columns(const at::Tensor& t, int64_t radius) {
+  return at::constant_pad_nd(t, {radius, radius}).contiguous();
 }
 
-// The last dimension zero-padded by `left` and `right` columns, in the
-// compute dtype, contiguous.
-at::Tensor padded(const at::Tensor& t, int64_t left, int64_t right) {
-  auto x = t.to(compute_type(t));
-  if (left || right) x = at::constant_pad_nd(x, {left, right});
-  return x.contiguous();
-}
-
-int64_t row_length(const at::Tensor& q) {
-  const int64_t step = lanes(compute_type(q));
-  return (q.size(3) + step - 1) / step * step;
-}
-
-at::Tensor crop(const at::Tensor& t, int64_t left, int64_t width,
-                at::ScalarType type) {
-  return t.narrow(t.dim() - 1, left, width).to(type).contiguous();
+int64_t lanes_of(const at::Tensor& t) {
+  return kVectorBytes / at::elementSize(t.scalar_type());
 }
 
 }  // namespace
@@ -337,24 +368,22 @@ std::vector<at::Tensor> sasa_forward(const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& pos_row,
                                      const at::Tensor& pos_col) {
   check_inputs({q, k, v, pos_row, pos_col}, 4);
-  if (q.numel() == 0)
-    return {at::empty_like(q), q.new_empty({q.size(0), q.size(2), q.size(3)})};
-  const int64_t size = pos_row.size(1), radius = size / 2, W = q.size(3);
-  const int64_t row = row_length(q), extra = row - W;
-  const Geometry g(q.size(0), q.size(1), q.size(2), W, row, size);
-  auto q_p = padded(q, 0, extra), pr = padded(pos_row, 0, extra),
-       pc = padded(pos_col, 0, extra), k_p = padded(k, radius, radius + extra),
-       v_p = padded(v, radius, radius + extra);
-  auto out = at::empty_like(q_p);
-  auto lse = at::empty({q.size(0), q.size(2), row}, q_p.options());
-  AT_DISPATCH_FLOATING_TYPES(q_p.scalar_type(), "sasa_forward", [&] {
-    forward_kernel<scalar_t>(
-        g, q_p.data_ptr<scalar_t>(), k_p.data_ptr<scalar_t>(),
-        v_p.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
-        pc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-        lse.data_ptr<scalar_t>());
-  });
-  return {crop(out, 0, W, q.scalar_type()), crop(lse, 0, W, q.scalar_type())};
+  auto q_c = compute(q), pr = compute(pos_row), pc = compute(pos_col);
+  auto out = at::empty_like(q_c);
+  auto lse = at::empty({q.size(0), q.size(2), q.size(3)}, q_c.options());
+  if (q.numel() > 0) {
+    const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
+    auto k_p = pad_columns(compute(k), g.radius),
+         v_p = pad_columns(compute(v), g.radius);
+    AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_forward", [&] {
+      forward_kernel<scalar_t>(
+          g, q_c.data_ptr<scalar_t>(), k_p.data_ptr<scalar_t>(),
+          v_p.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
+          pc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+          lse.data_ptr<scalar_t>());
+    });
+  }
+  return {out.to(q.scalar_type()), lse.to(q.scalar_type())};
 }
 
 // Gradients for q, k, v, pos_row and pos_col, in float32 for half and
@@ -368,47 +397,45 @@ std::vector<at::Tensor> sasa_backward(
   check_inputs({grad_out, q, k, v, pos_row, pos_col, out}, 4);
   TORCH_CHECK(lse.dim() == 3 && lse.scalar_type() == q.scalar_type(),
               "sasa_cpu: bad log-sum-exp tensor");
-  const auto type = compute_type(q);
-  const auto options = q.options().dtype(type);
-  const bool need[] = {need_q, need_k, need_v, need_pos, need_pos};
-  const at::Tensor* like[] = {&q, &k, &v, &pos_row, &pos_col};
-  std::vector<at::Tensor> grads(5);
-  if (q.numel() == 0 || !(need_q || need_k || need_v || need_pos)) {
-    for (int t = 0; t < 5; ++t)
-      grads[t] = need[t] ? at::zeros(like[t]->sizes(), options)
-                         : at::empty({0}, options);
-    return grads;
+  auto go_c = compute(grad_out), q_c = compute(q), pr = compute(pos_row),
+       pc = compute(pos_col), out_c = compute(out), lse_c = compute(lse);
+  const auto options = q_c.options();
+  const bool any = need_q || need_k || need_v || need_pos;
+  if (q.numel() == 0 || !any) {
+    auto make = [&](bool need, const at::Tensor& like) {
+      return need ? at::zeros(like.sizes(), options)
+                  : at::empty({0}, options);
+    };
+    return {make(need_q, q), make(need_k, k), make(need_v, v),
+            make(need_pos, pos_row), make(need_pos, pos_col)};
   }
-  const int64_t size = pos_row.size(1), radius = size / 2, W = q.size(3);
-  const int64_t row = row_length(q), extra = row - W;
-  const Geometry g(q.size(0), q.size(1), q.size(2), W, row, size);
-  auto go_p = padded(grad_out, 0, extra), q_p = padded(q, 0, extra),
-       pr = padded(pos_row, 0, extra), pc = padded(pos_col, 0, extra),
-       out_p = padded(out, 0, extra), lse_p = padded(lse, 0, extra),
-       k_p = padded(k, radius, radius + extra),
-       v_p = padded(v, radius, radius + extra);
-  at::Tensor work[] = {
-      need_q ? at::empty_like(q_p) : at::Tensor(),
-      need_k ? at::zeros_like(k_p) : at::Tensor(),
-      need_v ? at::zeros_like(v_p) : at::Tensor(),
-      need_pos ? at::zeros_like(pr) : at::Tensor(),
-      need_pos ? at::zeros_like(pc) : at::Tensor()};
-  AT_DISPATCH_FLOATING_TYPES(type, "sasa_backward", [&] {
-    auto ptr = [](at::Tensor& t) {
-      return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+  const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
+  auto k_p = pad_columns(compute(k), g.radius),
+       v_p = pad_columns(compute(v), g.radius);
+  const auto none = at::empty({0}, options);
+  at::Tensor gq = need_q ? at::empty_like(q_c) : none,
+             gk = need_k ? at::zeros_like(k_p) : none,
+             gv = need_v ? at::zeros_like(v_p) : none,
+             gpr = need_pos ? at::zeros_like(pr) : none,
+             gpc = need_pos ? at::zeros_like(pc) : none;
+  AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_backward", [&] {
+    auto ptr = [](at::Tensor& t, bool need) {
+      return need ? t.data_ptr<scalar_t>() : nullptr;
     };
     backward_kernel<scalar_t>(
-        g, go_p.data_ptr<scalar_t>(), q_p.data_ptr<scalar_t>(),
+        g, go_c.data_ptr<scalar_t>(), q_c.data_ptr<scalar_t>(),
         k_p.data_ptr<scalar_t>(), v_p.data_ptr<scalar_t>(),
         pr.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
-        out_p.data_ptr<scalar_t>(), lse_p.data_ptr<scalar_t>(), ptr(work[0]),
-        ptr(work[1]), ptr(work[2]), ptr(work[3]), ptr(work[4]));
+        out_c.data_ptr<scalar_t>(), lse_c.data_ptr<scalar_t>(),
+        ptr(gq, need_q), ptr(gk, need_k), ptr(gv, need_v),
+        ptr(gpr, need_pos), ptr(gpc, need_pos));
   });
-  const int64_t left[] = {0, radius, radius, 0, 0};
-  for (int t = 0; t < 5; ++t)
-    grads[t] = need[t] ? crop(work[t], left[t], W, type)
-                       : at::empty({0}, options);
-  return grads;
+  k_p.reset();
+  v_p.reset();
+  auto crop = [&](at::Tensor& t, bool need) {
+    return need ? t.narrow(3, g.radius, g.width).contiguous() : t;
+  };
+  return {gq, crop(gk, need_k), crop(gv, need_v), gpr, gpc};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
