@@ -18,7 +18,8 @@ The attention is the custom op ``torch.ops.mmtwins.sasa_attention``
 - backward is the op ``mmtwins::sasa_attention_backward``; it recomputes
   the probabilities chunk by chunk from the log-sum-exp;
 - for ``torch.export``-based ONNX export a decomposition into standard ops
-  (pad, slices, softmax) is registered, see :mod:`.sasa_export`.
+  (a one-hot convolution gathering the k^2 neighbours, a masked softmax)
+  is registered, see :mod:`.sasa_export`.
 
 Implementations, one per device, all exact:
 
