@@ -85,6 +85,35 @@ def _check_exact(layer, x, tol=1e-10):
     return out
 
 
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10),
+                                       (torch.float32, 1e-5)])
+@pytest.mark.parametrize('height,width,kernel_size', [(5, 16, 7), (6, 37, 5),
+                                                      (4, 48, 3)])
+def test_cpu_kernel_whole_vectors_are_exact(height, width, kernel_size, dtype,
+                                            tol):
+    """Rows wide enough for the kernel's SIMD vectors (16 floats, 8
+    doubles), with and without a tail of single columns: the float path's
+    vector exp and every vector loop meet the reference."""
+    layer = SASAttention(8, 16, kernel_size, num_heads=2).to(dtype)
+    _check_exact(layer, _inputs(layer, 2, height, width, dtype), tol)
+
+
+@pytest.mark.parametrize('width', [16, 21])
+def test_cpu_kernel_bfloat16_matches_float32(width):
+    """bf16 inputs are computed in float32 inside the kernel."""
+    args = _op_args((1, 2, 8, 5, width), 5, dtype=torch.float32,
+                    requires_grad=False)
+    out, lse = torch.ops.mmtwins.sasa_attention(*args)
+    half = [a.bfloat16() for a in args]
+    out16, lse16 = torch.ops.mmtwins.sasa_attention(*half)
+    assert out16.dtype == lse16.dtype == torch.bfloat16
+    ref, ref_lse = torch.ops.mmtwins.sasa_attention(
+        *[a.float() for a in half])
+    assert (out16.float() - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert (lse16.float() - ref_lse).abs().max() <= 0.02 * ref_lse.abs().max()
+    assert (ref - out).abs().max() <= 0.1 * out.abs().max()
+
+
 @pytest.mark.parametrize('threads', [1, 2, 4])
 def test_cpu_kernel_threads_are_exact(threads):
     """ATen's intra-op threads split the C++ kernel's rows (forward) and
