@@ -31,7 +31,8 @@ resolution) and the FPN/head layer at P3.
 With ``--rss`` each case also runs once per implementation in a fresh
 child process, which reports its peak resident set size above the baseline
 it had before the forward+backward (what the allocator really took from the
-system, caching included).
+system, caching included). The child first runs one step on an 8x8 map, so
+that loading libraries and starting thread pools come before the baseline.
 
 Network (``--network``): one training step (forward + backward of the sum
 of the stage outputs, ``train()`` mode with mmdet's default ``norm_eval``)
@@ -175,6 +176,13 @@ def child_rss(impl: str, case: Case, kernel_size: int,
                        -(-case.width // case.stride))
     fn = layer if impl == 'ours' else (
         lambda t: unfold_sasa_layer(layer, t))
+    # One step on a tiny map first, so that loading libraries (the SASA
+    # CPU kernel, oneDNN) and starting thread pools fall before the
+    # baseline and only the layer's own memory is counted.
+    tiny = torch.randn(1, case.channels, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        tiny_grad = torch.ones_like(fn(tiny))
+    _step(fn, tiny, layer, tiny_grad)
     base = _rss_bytes('VmRSS')
     _step(fn, x, layer, grad)
     print(json.dumps({'added': _rss_bytes('VmHWM') - base}))
