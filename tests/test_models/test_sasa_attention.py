@@ -115,14 +115,16 @@ def test_cpu_kernel_bfloat16_matches_float32(width):
 
 
 @pytest.mark.parametrize('threads', [1, 2, 4])
-def test_cpu_kernel_threads_are_exact(threads):
+@pytest.mark.parametrize('height,width,kernel_size', [(9, 6, 5), (13, 20, 3)])
+def test_cpu_kernel_threads_are_exact(threads, height, width, kernel_size):
     """ATen's intra-op threads split the C++ kernel's rows (forward) and
-    slices (backward); the results stay those of the reference."""
+    bands of rows in two phases (backward); the results stay those of the
+    reference."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        layer = SASAttention(4, 8, 5, num_heads=2).double()
-        x = _inputs(layer, 3, 9, 6, torch.float64)
+        layer = SASAttention(4, 8, kernel_size, num_heads=2).double()
+        x = _inputs(layer, 3, height, width, torch.float64)
         assert sasa_ops._fused_kernels(x) is sasa_cpu
         out = _check_exact(layer, x)
         with torch.no_grad():
@@ -153,8 +155,10 @@ def test_cpu_kernel_build_failure_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(sasa_cpu, '_failure', None)
 
     def broken_build():
-        raise RuntimeError("Error building extension 'mmtwins_sasa_cpu'\n"
-                           'g++: not found')
+        raise RuntimeError(
+            "Error building extension 'mmtwins_sasa_cpu': [1/2] c++ -MMD "
+            + '-O3 ' * 100 + '\nsasa_cpu.cpp:12:3: error: expected ";"\n'
+            'ninja: build stopped: subcommand failed.')
 
     monkeypatch.setattr(sasa_cpu, '_build', broken_build)
     layer = SASAttention(4, 8, 3, num_heads=2).double()
@@ -163,11 +167,17 @@ def test_cpu_kernel_build_failure_falls_back_with_one_warning(monkeypatch):
         _check_exact(layer, x)
     assert len(record) == 1
     message = str(record[0].message)
-    assert "could not be built (RuntimeError: Error building extension" in (
-        message) and 'offset loop' in message and '\n' not in message
+    assert ('could not be built (RuntimeError: sasa_cpu.cpp:12:3: error: '
+            'expected ";")' in message and 'offset loop' in message
+            and '\n' not in message)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         layer(x)  # no second warning
+    # MMTWINS_DEBUG=1 raises the build error itself.
+    monkeypatch.setattr(sasa_cpu, '_failure', None)
+    monkeypatch.setenv('MMTWINS_DEBUG', '1')
+    with pytest.raises(RuntimeError, match='subcommand failed'):
+        layer(x)
 
 
 def test_cpu_kernel_can_be_turned_off(monkeypatch):

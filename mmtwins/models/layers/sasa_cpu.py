@@ -14,8 +14,10 @@ sharing one home folder each get their own build instead of one that
 crashes on the other.
 
 If the build fails, SASA falls back to the exact offset loop of
-:mod:`.sasa_ops` and says so once, with the reason; set
-``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without trying.
+:mod:`.sasa_ops` and says so once, in one line with the compiler's first
+error (``MMTWINS_DEBUG=1`` raises the build error with the whole output
+instead); set ``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without
+trying.
 """
 import glob
 import hashlib
@@ -67,6 +69,18 @@ def _build() -> ModuleType:
                 verbose=False)
 
 
+def _reason(error: Exception) -> str:
+    """One line for a failed build: the compiler's first ``error:`` line
+    if there is one, else the first line of the message (shortened)."""
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip()]
+    compiler = [line for line in lines if 'error:' in line]
+    reason = (compiler or lines or ['no message'])[0]
+    if len(reason) > 200:
+        reason = reason[:197] + '...'
+    return f'{type(error).__name__}: {reason}'
+
+
 def kernel() -> Optional[ModuleType]:
     """The compiled kernel module, or None when it cannot be built."""
     global _module, _failure
@@ -80,12 +94,15 @@ def kernel() -> Optional[ModuleType]:
             try:
                 _module = _build()
             except Exception as error:  # compiler missing, build error
-                _failure = f'{type(error).__name__}: {error}'.splitlines()[0]
+                if os.environ.get('MMTWINS_DEBUG') == '1':
+                    raise
+                _failure = _reason(error)
                 warnings.warn(
                     'mmtwins: the SASA CPU kernel could not be built '
                     f'({_failure}); SASA runs the slower exact offset loop '
                     'instead. Install a C++ compiler and ninja (pip install '
-                    'ninja) to get the fast kernel.', stacklevel=2)
+                    'ninja) to get the fast kernel; MMTWINS_DEBUG=1 shows '
+                    'the whole build output.', stacklevel=2)
     return _module
 
 

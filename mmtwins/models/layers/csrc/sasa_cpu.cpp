@@ -26,7 +26,8 @@
 //
 // Threads: ATen's intra-op pool (at::parallel_for), i.e. as many as
 // torch.get_num_threads(). Forward splits the N * H rows; backward splits
-// the N slices, because a row's key and value gradients land on k rows.
+// bands of rows in two phases, because a row's key and value gradients
+// land on k rows (see backward_kernel).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -251,86 +252,98 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
   const int64_t window = g.size * g.size;
   const bool need_logits = gq || gk || gpr;
   const int64_t* shift = g.padded_shift.data();
-  at::parallel_for(0, g.slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> probs(window * g.row), grad_logits(window * g.row),
-        row_term(g.row);
-    T* P = probs.data();
-    T* GL = grad_logits.data();
-    for (int64_t n = begin; n < end; ++n) {
-      const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-      const int64_t keys = n * g.dim * g.padded_plane;
-      for (int64_t i = 0; i < g.height; ++i) {
-        row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
-        const int64_t o0 = g.first_row(i) * g.size,
-                      o1 = g.last_row(i) * g.size;
-        const int64_t at_row = slice + i * g.width;
-        const int64_t at_window = keys + (i - g.radius) * g.padded;
-        const T* lse_row = lse + n * g.plane + i * g.width;
-        for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-          using S = decltype(simd);
-          const auto m = S::load(lse_row + j);
-          for (int64_t o = o0; o < o1; ++o)
-            S::store(P + o * g.row + j,
-                     softmax_exp(S::load(P + o * g.row + j) - m));
-        });
-        if (need_logits) {
-          // d loss / d logit[o] = p[o] (g . v_o - g . out)
+  // The rows of a slice form bands of `band` >= 2r rows. A band's key and
+  // value gradients land on its rows and r rows on either side, so bands of
+  // one parity never write the same rows: the even bands of every slice
+  // run in parallel, then the odd ones.
+  const int64_t band = std::max<int64_t>(2 * g.radius, 1);
+  const int64_t bands = (g.height + band - 1) / band;
+  const int64_t per_phase = (bands + 1) / 2;
+  for (int64_t phase = 0; phase < 2; ++phase) {
+    at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
+                                                     int64_t end) {
+      std::vector<T> probs(window * g.row), grad_logits(window * g.row),
+          row_term(g.row);
+      T* P = probs.data();
+      T* GL = grad_logits.data();
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / per_phase;
+        const int64_t first = (2 * (task % per_phase) + phase) * band;
+        const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
+        const int64_t keys = n * g.dim * g.padded_plane;
+        for (int64_t i = first; i < std::min(first + band, g.height); ++i) {
+          row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
+          const int64_t o0 = g.first_row(i) * g.size,
+                        o1 = g.last_row(i) * g.size;
+          const int64_t at_row = slice + i * g.width;
+          const int64_t at_window = keys + (i - g.radius) * g.padded;
+          const T* lse_row = lse + n * g.plane + i * g.width;
           for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
             using S = decltype(simd);
-            typename S::V sum = S::fill(0);
-            for (int64_t c = 0; c < g.dim; ++c)
-              sum += S::load(go + at_row + c * g.plane + j) *
-                     S::load(out + at_row + c * g.plane + j);
-            S::store(row_term.data() + j, sum);
+            const auto m = S::load(lse_row + j);
+            for (int64_t o = o0; o < o1; ++o)
+              S::store(P + o * g.row + j,
+                       softmax_exp(S::load(P + o * g.row + j) - m));
           });
-          for (int64_t o = o0; o < o1; ++o) {
-            const T* v_o = v + at_window + shift[o];
-            T* gl = GL + o * g.row;
+          if (need_logits) {
+            // d loss / d logit[o] = p[o] (g . v_o - g . out)
             for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
               using S = decltype(simd);
-              typename S::V sum = -S::load(row_term.data() + j);
+              typename S::V sum = S::fill(0);
               for (int64_t c = 0; c < g.dim; ++c)
                 sum += S::load(go + at_row + c * g.plane + j) *
-                       S::load(v_o + c * g.padded_plane + j);
-              S::store(gl + j, S::load(P + o * g.row + j) * sum);
+                       S::load(out + at_row + c * g.plane + j);
+              S::store(row_term.data() + j, sum);
             });
-            if (gpr) {
-              T* rows = gpr + table + (o / g.size) * g.plane + i * g.width;
-              T* cols = gpc + table + (o % g.size) * g.plane + i * g.width;
+            for (int64_t o = o0; o < o1; ++o) {
+              const T* v_o = v + at_window + shift[o];
+              T* gl = GL + o * g.row;
               for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
                 using S = decltype(simd);
-                const auto x = S::load(gl + j);
-                S::store(rows + j, S::load(rows + j) + x);
-                S::store(cols + j, S::load(cols + j) + x);
+                typename S::V sum = -S::load(row_term.data() + j);
+                for (int64_t c = 0; c < g.dim; ++c)
+                  sum += S::load(go + at_row + c * g.plane + j) *
+                         S::load(v_o + c * g.padded_plane + j);
+                S::store(gl + j, S::load(P + o * g.row + j) * sum);
+              });
+              if (gpr) {
+                T* rows = gpr + table + (o / g.size) * g.plane + i * g.width;
+                T* cols = gpc + table + (o % g.size) * g.plane + i * g.width;
+                for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+                  using S = decltype(simd);
+                  const auto x = S::load(gl + j);
+                  S::store(rows + j, S::load(rows + j) + x);
+                  S::store(cols + j, S::load(cols + j) + x);
+                });
+              }
+            }
+          }
+          for (int64_t c = 0; c < g.dim; ++c) {
+            const int64_t at_q = at_row + c * g.plane;
+            const int64_t at_k = at_window + c * g.padded_plane;
+            if (gq)
+              sum_over_window(g, GL, k + at_k, o0, o1, gq + at_q,
+                              static_cast<const T*>(nullptr));
+            for (int64_t o = o0; o < o1; ++o) {
+              T* gk_o = gk ? gk + at_k + shift[o] : nullptr;
+              T* gv_o = gv ? gv + at_k + shift[o] : nullptr;
+              const T* gl = GL + o * g.row;
+              const T* p = P + o * g.row;
+              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+                using S = decltype(simd);
+                if (gk_o)
+                  S::store(gk_o + j, S::load(gk_o + j) + S::load(gl + j) *
+                                                     S::load(q + at_q + j));
+                if (gv_o)
+                  S::store(gv_o + j, S::load(gv_o + j) + S::load(p + j) *
+                                                     S::load(go + at_q + j));
               });
             }
           }
         }
-        for (int64_t c = 0; c < g.dim; ++c) {
-          const int64_t at_q = at_row + c * g.plane;
-          const int64_t at_k = at_window + c * g.padded_plane;
-          if (gq)
-            sum_over_window(g, GL, k + at_k, o0, o1, gq + at_q,
-                            static_cast<const T*>(nullptr));
-          for (int64_t o = o0; o < o1; ++o) {
-            T* gk_o = gk ? gk + at_k + shift[o] : nullptr;
-            T* gv_o = gv ? gv + at_k + shift[o] : nullptr;
-            const T* gl = GL + o * g.row;
-            const T* p = P + o * g.row;
-            for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-              using S = decltype(simd);
-              if (gk_o)
-                S::store(gk_o + j, S::load(gk_o + j) +
-                                       S::load(gl + j) * S::load(q + at_q + j));
-              if (gv_o)
-                S::store(gv_o + j, S::load(gv_o + j) +
-                                       S::load(p + j) * S::load(go + at_q + j));
-            });
-          }
-        }
       }
-    }
-  });
+    });
+  }
 }
 
 void check_inputs(const std::vector<at::Tensor>& tensors, int64_t dim) {
