@@ -4,6 +4,7 @@ import copy
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -11,9 +12,9 @@ from sasa_reference import unfold_sasa_attention, unfold_sasa_layer
 
 from mmtwins.models.layers import (
     SASAttention,
+    sasa_cpu,
     sasa_export,
     sasa_ops,
-    sasa_threads,
 )
 from mmtwins.models.layers.sasa_ops import sasa_attention
 
@@ -72,26 +73,60 @@ def test_layer_matches_unfold_reference(height, width, kernel_size, stride,
         assert (ours - theirs).abs().max() <= tol
 
 
-@pytest.mark.parametrize('chunk_numel,threads', [(40, 1), (300, 1),
-                                                 (40, 4), (10**6, 2)])
-def test_cpu_chunks_and_worker_threads_are_exact(monkeypatch, chunk_numel,
-                                                 threads):
-    """Row chunks, batch*head groups and worker threads change nothing."""
-    monkeypatch.setattr(sasa_ops, '_CPU_CHUNK_NUMEL', chunk_numel)
+def _check_exact(layer, x, tol=1e-10):
+    """``layer(x)`` and its gradients equal the unfold reference's."""
+    out = layer(x)
+    ref = unfold_sasa_layer(layer, x)
+    assert (out - ref).abs().max() <= tol
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(_grads(out, x, layer, grad),
+                            _grads(ref, x, layer, grad)):
+        assert (ours - theirs).abs().max() <= tol
+    return out
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10),
+                                       (torch.float32, 1e-5)])
+@pytest.mark.parametrize('height,width,kernel_size', [(5, 16, 7), (6, 37, 5),
+                                                      (4, 48, 3)])
+def test_cpu_kernel_whole_vectors_are_exact(height, width, kernel_size, dtype,
+                                            tol):
+    """Rows wide enough for the kernel's SIMD vectors (16 floats, 8
+    doubles), with and without a tail of single columns: the float path's
+    vector exp and every vector loop meet the reference."""
+    layer = SASAttention(8, 16, kernel_size, num_heads=2).to(dtype)
+    _check_exact(layer, _inputs(layer, 2, height, width, dtype), tol)
+
+
+@pytest.mark.parametrize('width', [16, 21])
+def test_cpu_kernel_bfloat16_matches_float32(width):
+    """bf16 inputs are computed in float32 inside the kernel."""
+    args = _op_args((1, 2, 8, 5, width), 5, dtype=torch.float32,
+                    requires_grad=False)
+    out, lse = torch.ops.mmtwins.sasa_attention(*args)
+    half = [a.bfloat16() for a in args]
+    out16, lse16 = torch.ops.mmtwins.sasa_attention(*half)
+    assert out16.dtype == lse16.dtype == torch.bfloat16
+    ref, ref_lse = torch.ops.mmtwins.sasa_attention(
+        *[a.float() for a in half])
+    assert (out16.float() - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert (lse16.float() - ref_lse).abs().max() <= 0.02 * ref_lse.abs().max()
+    assert (ref - out).abs().max() <= 0.1 * out.abs().max()
+
+
+@pytest.mark.parametrize('threads', [1, 2, 4])
+@pytest.mark.parametrize('height,width,kernel_size', [(9, 6, 5), (13, 20, 3)])
+def test_cpu_kernel_threads_are_exact(threads, height, width, kernel_size):
+    """ATen's intra-op threads split the C++ kernel's rows (forward) and
+    bands of rows in two phases (backward); the results stay those of the
+    reference."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        assert len(sasa_threads.partitions(6, torch.device('cpu'))) == threads
-        layer = SASAttention(4, 8, 5, num_heads=2).double()
-        x = _inputs(layer, 3, 9, 6, torch.float64)
-        out = layer(x)
-        ref = unfold_sasa_layer(layer, x)
-        assert (out - ref).abs().max() <= 1e-10
-        grad = torch.randn_like(out)
-        for ours, theirs in zip(_grads(out, x, layer, grad),
-                                _grads(ref, x, layer, grad)):
-            assert (ours - theirs).abs().max() <= 1e-10
-        # Without gradients, and in inference mode on the worker threads.
+        layer = SASAttention(4, 8, kernel_size, num_heads=2).double()
+        x = _inputs(layer, 3, height, width, torch.float64)
+        assert sasa_ops._fused_kernels(x) is sasa_cpu
+        out = _check_exact(layer, x)
         with torch.no_grad():
             assert torch.equal(layer(x), out.detach())
         with torch.inference_mode():
@@ -100,6 +135,60 @@ def test_cpu_chunks_and_worker_threads_are_exact(monkeypatch, chunk_numel,
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize('chunk_numel', [40, 300, 10**6])
+def test_offset_loop_fallback_is_exact(monkeypatch, chunk_numel):
+    """The offset loop (other devices, or no C++ compiler) in row chunks
+    and batch*head groups of several sizes."""
+    monkeypatch.setattr(sasa_ops, '_fused_kernels', lambda query: None)
+    monkeypatch.setattr(sasa_ops, '_CPU_CHUNK_NUMEL', chunk_numel)
+    for kernel_size, stride in ((5, 1), (3, 2)):
+        layer = SASAttention(4, 8, kernel_size, num_heads=2,
+                             stride=stride).double()
+        _check_exact(layer, _inputs(layer, 3, 9, 6, torch.float64))
+
+
+def test_cpu_kernel_build_failure_falls_back_with_one_warning(monkeypatch):
+    """A failed build says why once, then SASA runs the exact loop."""
+    monkeypatch.setattr(sasa_cpu, '_module', None)
+    monkeypatch.setattr(sasa_cpu, '_failure', None)
+
+    def broken_build():
+        raise RuntimeError(
+            "Error building extension 'mmtwins_sasa_cpu': [1/2] c++ -MMD "
+            + '-O3 ' * 100 + '\nsasa_cpu.cpp:12:3: error: expected ";"\n'
+            'ninja: build stopped: subcommand failed.')
+
+    monkeypatch.setattr(sasa_cpu, '_build', broken_build)
+    layer = SASAttention(4, 8, 3, num_heads=2).double()
+    x = _inputs(layer, 1, 6, 7, torch.float64)
+    with pytest.warns(UserWarning) as record:
+        _check_exact(layer, x)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert ('could not be built (RuntimeError: sasa_cpu.cpp:12:3: error: '
+            'expected ";")' in message and 'offset loop' in message
+            and '\n' not in message)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        layer(x)  # no second warning
+    # MMTWINS_DEBUG=1 raises the build error itself.
+    monkeypatch.setattr(sasa_cpu, '_failure', None)
+    monkeypatch.setenv('MMTWINS_DEBUG', '1')
+    with pytest.raises(RuntimeError, match='subcommand failed'):
+        layer(x)
+
+
+def test_cpu_kernel_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(sasa_cpu, '_module', None)
+    monkeypatch.setattr(sasa_cpu, '_failure', None)
+    monkeypatch.setenv('MMTWINS_SASA_CPU_KERNEL', '0')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert sasa_cpu.kernel() is None
+    layer = SASAttention(4, 8, 3, num_heads=2).double()
+    _check_exact(layer, _inputs(layer, 2, 5, 8, torch.float64))
 
 
 def _op_args(shape, kernel_size, dtype=torch.float64, requires_grad=True):

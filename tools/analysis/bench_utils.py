@@ -9,7 +9,9 @@ what was live when the measured call started (parameters, inputs):
   the exact allocation high-water mark of the call, independent of the
   system allocator's caching.
 """
+import platform
 import statistics
+import subprocess
 import time
 from typing import Callable, List
 
@@ -61,3 +63,20 @@ def pick_device(name: str) -> torch.device:
     if name == 'auto':
         name = 'cuda' if torch.cuda.is_available() else 'cpu'
     return torch.device(name)
+
+
+def machine(device: torch.device) -> str:
+    """The processor (CPU model from lscpu, or the GPU's name) and the
+    number of CPU threads PyTorch uses."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or 'unknown CPU'
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True,
+                             check=False).stdout
+        for line in out.splitlines():
+            if line.startswith('Model name:'):
+                model = line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return f'{model}, {torch.get_num_threads()} threads'

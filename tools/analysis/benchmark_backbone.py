@@ -31,8 +31,6 @@ Example::
 """
 import argparse
 import os.path as osp
-import platform
-import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -43,7 +41,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from bench_utils import median, peak_memory, pick_device, time_once  # noqa: E402
+from bench_utils import (  # noqa: E402
+    machine,
+    median,
+    peak_memory,
+    pick_device,
+    time_once,
+)
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT  # noqa: E402
 from mmtwins.utils.ckpt_convert import mmseg_to_official  # noqa: E402
@@ -189,22 +193,6 @@ def parse_size(text: str) -> Tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f'size must look like 512x512, got {text!r}') from None
     return h, w
-
-
-def machine(device: torch.device) -> str:
-    """The processor (CPU model from lscpu, or the GPU's name)."""
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or 'unknown CPU'
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True,
-                             check=False).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name:'):
-                model = line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return f'{model}, {torch.get_num_threads()} threads'
 
 
 def _ms(times: Dict[str, List[float]], key: str) -> str:

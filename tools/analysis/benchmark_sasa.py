@@ -31,7 +31,8 @@ resolution) and the FPN/head layer at P3.
 With ``--rss`` each case also runs once per implementation in a fresh
 child process, which reports its peak resident set size above the baseline
 it had before the forward+backward (what the allocator really took from the
-system, caching included).
+system, caching included). The child first runs one step on an 8x8 map, so
+that loading libraries and starting thread pools come before the baseline.
 
 Network (``--network``): one training step (forward + backward of the sum
 of the stage outputs, ``train()`` mode with mmdet's default ``norm_eval``)
@@ -51,10 +52,9 @@ import argparse
 import copy
 import json
 import os.path as osp
-import platform
 import subprocess
 import sys
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_models'))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from bench_utils import median, peak_memory, time_once  # noqa: E402
+from bench_utils import machine, median, peak_memory, time_once  # noqa: E402
 from sasa_reference import unfold_sasa_layer  # noqa: E402
 
 from mmtwins.models.layers import SASAttention  # noqa: E402
@@ -98,6 +98,13 @@ def build_cases(names: List[str], batch: int,
                 Case(name, batch, channels, -(-height // stride_in),
                      -(-width // stride_in), stride))
     return cases
+
+
+# The SASA issue's targets: the layer at least this much faster and leaner
+# than the unfold reference, and SASA-ResNet-50's training step at most this
+# multiple of ResNet-50's.
+TARGET_LAYER = 10.0
+TARGET_NETWORK = 2.0
 
 
 def _step(fn: Callable[[Tensor], Tensor], x: Tensor, layer: SASAttention,
@@ -169,6 +176,13 @@ def child_rss(impl: str, case: Case, kernel_size: int,
                        -(-case.width // case.stride))
     fn = layer if impl == 'ours' else (
         lambda t: unfold_sasa_layer(layer, t))
+    # One step on a tiny map first, so that loading libraries (the SASA
+    # CPU kernel, oneDNN) and starting thread pools fall before the
+    # baseline and only the layer's own memory is counted.
+    tiny = torch.randn(1, case.channels, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        tiny_grad = torch.ones_like(fn(tiny))
+    _step(fn, tiny, layer, tiny_grad)
     base = _rss_bytes('VmRSS')
     _step(fn, x, layer, grad)
     print(json.dumps({'added': _rss_bytes('VmHWM') - base}))
@@ -219,8 +233,10 @@ def _ratio(times: Dict[str, List[float]], a: str, b: str) -> float:
     return median([x / y for x, y in zip(times[a], times[b])])
 
 
-def run_network(args: argparse.Namespace, device: torch.device) -> None:
-    """SASA-ResNet-50 against mmdet's ResNet-50 (module docstring)."""
+def run_network(args: argparse.Namespace,
+                device: torch.device) -> List[str]:
+    """SASA-ResNet-50 against mmdet's ResNet-50 (module docstring); returns
+    the target line of the training step."""
     from mmdet.models.backbones import ResNet
 
     from mmtwins.models.backbones import SASAResNet
@@ -250,20 +266,37 @@ def run_network(args: argparse.Namespace, device: torch.device) -> None:
         }, args.pairs, device)
         row = [mode] + [f'{1e3 * median(times[name]):.0f}'
                         for name in models]
-        row.append(f'{_ratio(times, "sasa", "conv"):.2f}x')
+        ratio = _ratio(times, "sasa", "conv")
+        row.append(f'{ratio:.2f}x')
         if args.compile:
             row.append(f'{_ratio(times, "sasa-compiled", "sasa"):.2f}x')
         print('| ' + ' | '.join(row) + ' |', flush=True)
+        if mode.startswith('train'):
+            target = (f'SASA-ResNet-50 training step <= {TARGET_NETWORK}x '
+                      f'ResNet-50 ({ratio:.2f}x): '
+                      f'{_verdict(ratio <= TARGET_NETWORK)}')
+    return [target]
 
 
 def describe_device(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return (f'{platform.processor() or platform.machine()}, '
-            f'{torch.get_num_threads()} threads')
+    """The processor and the SASA implementation that runs on it."""
+    from mmtwins.models.layers import sasa_cpu, sasa_ops
+    probe = torch.empty(0, device=device)
+    kernels = sasa_ops._fused_kernels(probe)
+    if kernels is sasa_cpu:
+        impl = 'fused C++ CPU kernel'
+    elif kernels is not None:
+        impl = 'Triton kernels'
+    else:
+        impl = 'offset loop (no fused kernel for this device)'
+    return f'{machine(device)}; SASA op: {impl}'
 
 
-def main() -> None:
+def _verdict(ok: bool) -> str:
+    return 'met' if ok else 'NOT met'
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--cases', nargs='+', default=['issue', 'det'],
@@ -294,7 +327,7 @@ def main() -> None:
                         help='CPU threads (default: PyTorch\'s choice); 1 '
                         'gives steadier numbers on a machine shared with '
                         'other work')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child_rss:
@@ -308,6 +341,7 @@ def main() -> None:
     if args.rss and device.type != 'cpu':
         parser.error('--rss measures CPU memory; use it with --device cpu')
 
+    targets: List[str] = []
     if not args.no_layer:
         print(f'SASA layer, forward+backward, fp32, k={args.kernel_size}, '
               f'{args.num_heads} heads; {describe_device(device)}; '
@@ -338,8 +372,21 @@ def main() -> None:
                         f'{rss["unfold"] / rss["ours"]:.1f}x']
             row.append(f'{result["max_diff"]:.1e}')
             print('| ' + ' | '.join(row) + ' |', flush=True)
+            if case.name == 'issue':
+                speed = ms['unfold'] / ms['ours']
+                lean = mib['unfold'] / mib['ours']
+                targets.append(
+                    f'layer vs unfold at {case.batch}x{case.channels}x'
+                    f'{case.height}x{case.width}: >= {TARGET_LAYER}x faster '
+                    f'({speed:.1f}x) and >= {TARGET_LAYER}x leaner '
+                    f'({lean:.1f}x): '
+                    f'{_verdict(min(speed, lean) >= TARGET_LAYER)}')
     if args.network:
-        run_network(args, device)
+        targets += run_network(args, device)
+    if targets:
+        print('\nTargets (SASA issue):')
+        for line in targets:
+            print(f'- {line}')
 
 
 if __name__ == '__main__':

@@ -18,16 +18,21 @@ The attention is the custom op ``torch.ops.mmtwins.sasa_attention``
 - backward is the op ``mmtwins::sasa_attention_backward``; it recomputes
   the probabilities chunk by chunk from the log-sum-exp;
 - for ``torch.export``-based ONNX export a decomposition into standard ops
-  (pad, slices, softmax) is registered, see :mod:`.sasa_export`.
+  (a one-hot convolution gathering the k^2 neighbours, a masked softmax)
+  is registered, see :mod:`.sasa_export`.
 
-The kernel loops over the k^2 offsets with shifted views of the unpadded
-keys and values, so there is no k^2-fold copy of them. On CPU it walks over
-chunks of rows small enough to stay in cache; the only k^2-sized tensor is
-one chunk's logits. Threads are ATen's own intra-op threads of each
-element-wise op; the op changes no process-wide setting. On CUDA, when
-Triton is available, the op runs fused Triton kernels
-(:mod:`.sasa_triton`, one launch per pass instead of one per offset); the
-offset loop is the fallback.
+Implementations, one per device, all exact:
+
+- CPU: the fused C++ kernel of :mod:`.sasa_cpu` (built on first use),
+  which computes one image row's logits, softmax and weighted values in
+  cache on ATen's intra-op threads;
+- CUDA with Triton: fused Triton kernels (:mod:`.sasa_triton`, one launch
+  per pass instead of one per offset);
+- anywhere else, and as the fallback when neither kernel is available: the
+  offset loop below. It loops over the k^2 offsets with shifted views of
+  the unpadded keys and values, so there is no k^2-fold copy of them; on
+  CPU it walks over chunks of rows small enough to stay in cache, the only
+  k^2-sized tensor being one chunk's logits.
 
 Borders are masked: neighbours outside the image get a ``-inf`` logit, so
 they take no part in the softmax (rather than being attended as the
@@ -47,7 +52,6 @@ import torch
 from torch import Tensor
 
 from . import sasa_export
-from . import sasa_threads as _threads
 
 # On CPU the offset loops run over chunks whose query slice holds about
 # this many elements (256 KiB in fp32), so that a chunk's queries, keys,
@@ -201,28 +205,21 @@ def _forward_loop(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
     q, k, v, o, lse_flat = (_split(t)
                               for t in (query, key, value, out, lse))
     pos_row, pos_col = _positional(query, rel_h, rel_w)
-    size = rel_h.shape[0]
-
-    def work(part: slice) -> None:
-        kernel = _Kernel(q[part], k[part], pos_row[part], pos_col[part],
-                         size)
-        v_part, o_part, lse_part = v[part], o[part], lse_flat[part]
-        for group, start, end in kernel.chunks:
-            offsets = kernel.offsets(start, end)
-            probs = kernel.logits(group, start, end, offsets)
-            # In-place softmax over the window; -inf (outside) becomes 0.
-            peak = probs.amax(dim=1, keepdim=True)
-            probs.sub_(peak).exp_()
-            total = probs.sum(dim=1, keepdim=True)
-            probs.div_(total)
-            lse_part[group, start:end] = (peak + total.log_()).squeeze(1)
-            o_chunk, v_group = o_part[group, :, start:end], v_part[group]
-            for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                o_chunk[:, :, q_rows, q_cols].addcmul_(
-                    probs[:, index:index + 1, q_rows, q_cols],
-                    v_group[:, :, k_rows, k_cols])
-
-    _threads.run(work, q.shape[0], q.device)
+    kernel = _Kernel(q, k, pos_row, pos_col, rel_h.shape[0])
+    for group, start, end in kernel.chunks:
+        offsets = kernel.offsets(start, end)
+        probs = kernel.logits(group, start, end, offsets)
+        # In-place softmax over the window; -inf (outside) becomes 0.
+        peak = probs.amax(dim=1, keepdim=True)
+        probs.sub_(peak).exp_()
+        total = probs.sum(dim=1, keepdim=True)
+        probs.div_(total)
+        lse_flat[group, start:end] = (peak + total.log_()).squeeze(1)
+        o_chunk, v_group = o[group, :, start:end], v[group]
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            o_chunk[:, :, q_rows, q_cols].addcmul_(
+                probs[:, index:index + 1, q_rows, q_cols],
+                v_group[:, :, k_rows, k_cols])
     return out, lse
 
 
@@ -255,53 +252,45 @@ def _backward_loop(grad_out: Tensor, query: Tensor, key: Tensor,
         row_term = _split((grad_out * out).sum(dim=2))
         grad_pos_row = pos_row.new_empty(pos_row.shape)
         grad_pos_col = torch.empty_like(grad_pos_row)
-
-    def work(part: slice) -> None:
-        kernel = _Kernel(q[part], k[part], pos_row[part], pos_col[part],
-                         size)
+    kernel = _Kernel(q, k, pos_row, pos_col, size)
+    if need_logits:
+        grad_buffer = torch.empty_like(kernel.logit_buffer)
+    for group, start, end in kernel.chunks:
+        offsets = kernel.offsets(start, end)
+        probs = kernel.logits(group, start, end, offsets)
+        probs.sub_(lse_flat[group, None, start:end]).exp_()
+        g_chunk = g[group, :, start:end]
+        q_chunk = q[group, :, start:end]
+        k_group, v_group = k[group], v[group]
         if need_logits:
-            grad_buffer = torch.empty_like(kernel.logit_buffer)
-        q_part, k_part, v_part, g_part = q[part], k[part], v[part], g[part]
-        for group, start, end in kernel.chunks:
-            offsets = kernel.offsets(start, end)
-            probs = kernel.logits(group, start, end, offsets)
-            probs.sub_(lse_flat[part][group, None, start:end]).exp_()
-            g_chunk = g_part[group, :, start:end]
-            q_chunk = q_part[group, :, start:end]
-            k_group, v_group = k_part[group], v_part[group]
-            if need_logits:
-                # d(loss)/d(logits) = p * (g . v_o - g . out)
-                grad_logits = grad_buffer[:probs.numel()].view(probs.shape)
-                grad_logits.zero_()
-                for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                    kernel.dot(g_chunk[:, :, q_rows, q_cols],
-                               v_group[:, :, k_rows, k_cols],
-                               grad_logits[:, index, q_rows, q_cols])
-                grad_logits.sub_(
-                    row_term[part][group, None, start:end]).mul_(probs)
-                grid = grad_logits.unflatten(1, (size, size))
-                torch.sum(grid, dim=2,
-                          out=grad_pos_row[part][group, :, start:end])
-                torch.sum(grid, dim=1,
-                          out=grad_pos_col[part][group, :, start:end])
-            gq_chunk = None if gq is None else gq[part][group, :, start:end]
-            gk_group = None if gk is None else gk[part][group]
-            gv_group = None if gv is None else gv[part][group]
+            # d(loss)/d(logits) = p * (g . v_o - g . out)
+            grad_logits = grad_buffer[:probs.numel()].view(probs.shape)
+            grad_logits.zero_()
             for index, q_rows, k_rows, q_cols, k_cols in offsets:
-                if need_logits:
-                    weight = grad_logits[:, index:index + 1, q_rows, q_cols]
-                    if gq_chunk is not None:
-                        gq_chunk[:, :, q_rows, q_cols].addcmul_(
-                            weight, k_group[:, :, k_rows, k_cols])
-                    if gk_group is not None:
-                        gk_group[:, :, k_rows, k_cols].addcmul_(
-                            weight, q_chunk[:, :, q_rows, q_cols])
-                if gv_group is not None:
-                    gv_group[:, :, k_rows, k_cols].addcmul_(
-                        probs[:, index:index + 1, q_rows, q_cols],
-                        g_chunk[:, :, q_rows, q_cols])
+                kernel.dot(g_chunk[:, :, q_rows, q_cols],
+                           v_group[:, :, k_rows, k_cols],
+                           grad_logits[:, index, q_rows, q_cols])
+            grad_logits.sub_(row_term[group, None, start:end]).mul_(probs)
+            grid = grad_logits.unflatten(1, (size, size))
+            torch.sum(grid, dim=2, out=grad_pos_row[group, :, start:end])
+            torch.sum(grid, dim=1, out=grad_pos_col[group, :, start:end])
+        gq_chunk = None if gq is None else gq[group, :, start:end]
+        gk_group = None if gk is None else gk[group]
+        gv_group = None if gv is None else gv[group]
+        for index, q_rows, k_rows, q_cols, k_cols in offsets:
+            if need_logits:
+                weight = grad_logits[:, index:index + 1, q_rows, q_cols]
+                if gq_chunk is not None:
+                    gq_chunk[:, :, q_rows, q_cols].addcmul_(
+                        weight, k_group[:, :, k_rows, k_cols])
+                if gk_group is not None:
+                    gk_group[:, :, k_rows, k_cols].addcmul_(
+                        weight, q_chunk[:, :, q_rows, q_cols])
+            if gv_group is not None:
+                gv_group[:, :, k_rows, k_cols].addcmul_(
+                    probs[:, index:index + 1, q_rows, q_cols],
+                    g_chunk[:, :, q_rows, q_cols])
 
-    _threads.run(work, q.shape[0], q.device)
     if need_logits:
         _positional_backward(query, rel_h, rel_w, grad_pos_row,
                              grad_pos_col, grads)
@@ -336,12 +325,20 @@ def _positional_backward(query: Tensor, rel_h: Tensor, rel_w: Tensor,
             grad_table += grad.sum(0).transpose(0, 1)
 
 
-def _triton_kernels(query: Tensor) -> Optional[ModuleType]:
-    """:mod:`.sasa_triton` for CUDA tensors when Triton is installed."""
-    if query.device.type != 'cuda':
-        return None
-    from . import sasa_triton
-    return sasa_triton if sasa_triton.available() else None
+def _fused_kernels(query: Tensor) -> Optional[ModuleType]:
+    """The fused kernels for ``query``'s device, or None for the loop.
+
+    CPU: the C++ kernel (:mod:`.sasa_cpu`, built on first use); CUDA:
+    :mod:`.sasa_triton` when Triton is installed. Both modules offer
+    ``forward`` and ``backward`` with the same arguments.
+    """
+    if query.device.type == 'cpu':
+        from . import sasa_cpu
+        return sasa_cpu if sasa_cpu.kernel() is not None else None
+    if query.device.type == 'cuda':
+        from . import sasa_triton
+        return sasa_triton if sasa_triton.available() else None
+    return None
 
 
 def _forward_fused(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
@@ -370,17 +367,27 @@ def _backward_fused(grad_out: Tensor, query: Tensor, key: Tensor,
                  for t in (query, key, value, rel_h, rel_w)]
         return [g if need else None for g, need in zip(grads, output_mask)]
     pos_row, pos_col = _positional(query, rel_h, rel_w)
+    need_q, need_k, need_v, need_rh, need_rw = output_mask
+    need_pos = need_q or need_rh or need_rw
     grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = kernels.backward(
         *(_split(t) for t in (grad_out, query, key, value)),
         pos_row.contiguous(), pos_col.contiguous(), _split(out),
-        _split(lse))
+        _split(lse), (need_q, need_k, need_v, need_pos))
+    grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = (
+        grad.to(query.dtype)
+        for grad in (grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col))
     grads = [
-        grad_q.view_as(query), grad_k.view_as(key), grad_v.view_as(value),
-        torch.zeros_like(rel_h), torch.zeros_like(rel_w)
+        grad.view_as(like) if need else None
+        for grad, like, need in ((grad_q, query, need_q),
+                                 (grad_k, key, need_k),
+                                 (grad_v, value, need_v))
     ]
-    _positional_backward(query, rel_h, rel_w, grad_pos_row, grad_pos_col,
-                         grads)
-    return [g if need else None for g, need in zip(grads, output_mask)]
+    grads += [torch.zeros_like(rel_h) if need_rh else None,
+              torch.zeros_like(rel_w) if need_rw else None]
+    if need_pos:
+        _positional_backward(query, rel_h, rel_w, grad_pos_row,
+                             grad_pos_col, grads)
+    return grads
 
 
 @torch.library.custom_op('mmtwins::sasa_attention', mutates_args=())
@@ -391,7 +398,7 @@ def sasa_attention_op(query: Tensor, key: Tensor, value: Tensor,
     The arguments are those of :func:`sasa_attention`, validated there.
     """
     query, key, value = (t.contiguous() for t in (query, key, value))
-    kernels = _triton_kernels(query)
+    kernels = _fused_kernels(query)
     if kernels is not None:
         return _forward_fused(query, key, value, rel_h, rel_w, kernels)
     return _forward_loop(query, key, value, rel_h, rel_w)
@@ -417,7 +424,7 @@ def sasa_attention_backward_op(
     tensor instead of its gradient (custom ops cannot return None).
     """
     args = [t.contiguous() for t in (grad_out, query, key, value)]
-    kernels = _triton_kernels(query)
+    kernels = _fused_kernels(query)
     if kernels is not None:
         grads = _backward_fused(*args, rel_h, rel_w, out.contiguous(),
                                 lse.contiguous(), output_mask, kernels)

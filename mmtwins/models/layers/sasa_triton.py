@@ -24,7 +24,7 @@ With ``TRITON_INTERPRET=1`` set before this module is imported, the same
 kernels run on CPU tensors through Triton's interpreter; the tests check
 them that way against the unfold reference.
 """
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -250,9 +250,14 @@ def forward(q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
 
 
 def backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
-             pos_col: Tensor, out: Tensor,
-             lse: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+             pos_col: Tensor, out: Tensor, lse: Tensor,
+             needs: Sequence[bool] = (True, ) * 4
+             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients for ``q, k, v`` and the positional logits.
+
+    ``needs`` (q, k, v, positional) is taken for the interface shared with
+    :mod:`.sasa_cpu`; the two kernels compute every gradient, and the
+    caller drops the ones it does not need.
 
     Returns:
         tuple: ``grad_q, grad_k, grad_v`` ``(BH, d, H, W)`` (through the

@@ -1,0 +1,131 @@
+"""The fused CPU kernel of SASA's local attention, built on first use.
+
+``csrc/sasa_cpu.cpp`` computes one image row's k x k logits, softmax and
+weighted values in cache, so the q . k products never go to memory (the
+offset loop of :mod:`.sasa_ops` writes every one of them). It runs on
+ATen's intra-op threads (``torch.get_num_threads()``).
+
+The kernel is compiled with ``torch.utils.cpp_extension.load`` the first
+time SASA runs on a CPU tensor (about a minute; the C++ compiler and ninja
+are needed) and cached in ``TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``). It is built with ``-march=native``, so the
+build is named after this CPU's instruction sets: nodes with different CPUs
+sharing one home folder each get their own build instead of one that
+crashes on the other.
+
+If the build fails, SASA falls back to the exact offset loop of
+:mod:`.sasa_ops` and says so once, in one line with the compiler's first
+error (``MMTWINS_DEBUG=1`` raises the build error with the whole output
+instead); set ``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without
+trying.
+"""
+import glob
+import hashlib
+import os
+import os.path as osp
+import sys
+import threading
+import warnings
+from types import ModuleType
+from typing import Optional, Sequence, Tuple
+
+from torch import Tensor
+
+_SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'sasa_cpu.cpp')
+_lock = threading.Lock()
+_module: Optional[ModuleType] = None
+_failure: Optional[str] = None
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's model name and instruction-set flags."""
+    fields = []
+    try:
+        with open('/proc/cpuinfo') as info:
+            for line in info:
+                if line.startswith(('model name', 'flags')):
+                    fields.append(line.strip())
+                if len(fields) == 2:
+                    break
+    except OSError:
+        import platform
+        fields.append(platform.processor() or platform.machine())
+    return hashlib.sha1('\n'.join(fields).encode()).hexdigest()[:10]
+
+
+def _build() -> ModuleType:
+    from torch.utils.cpp_extension import load
+    name = f'mmtwins_sasa_cpu_{_cpu_tag()}'
+    root = os.environ.get('TORCH_EXTENSIONS_DIR') or osp.join(
+        osp.expanduser('~'), '.cache', 'torch_extensions')
+    if not glob.glob(osp.join(root, '*', name, f'{name}*.so')):
+        print('mmtwins: building the SASA CPU kernel (once per machine '
+              'kind, about a minute)...', file=sys.stderr, flush=True)
+    flags = ['-O3', '-march=native', '-fopenmp', '-fno-math-errno']
+    return load(name=name,
+                sources=[_SOURCE],
+                extra_cflags=flags,
+                extra_ldflags=['-fopenmp'],
+                verbose=False)
+
+
+def _reason(error: Exception) -> str:
+    """One line for a failed build: the compiler's first ``error:`` line
+    if there is one, else the first line of the message (shortened)."""
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip()]
+    compiler = [line for line in lines if 'error:' in line]
+    reason = (compiler or lines or ['no message'])[0]
+    if len(reason) > 200:
+        reason = reason[:197] + '...'
+    return f'{type(error).__name__}: {reason}'
+
+
+def kernel() -> Optional[ModuleType]:
+    """The compiled kernel module, or None when it cannot be built."""
+    global _module, _failure
+    if _module is not None or _failure is not None:
+        return _module
+    with _lock:
+        if _module is None and _failure is None:
+            if os.environ.get('MMTWINS_SASA_CPU_KERNEL', '1') == '0':
+                _failure = 'disabled by MMTWINS_SASA_CPU_KERNEL=0'
+                return None
+            try:
+                _module = _build()
+            except Exception as error:  # compiler missing, build error
+                if os.environ.get('MMTWINS_DEBUG') == '1':
+                    raise
+                _failure = _reason(error)
+                warnings.warn(
+                    'mmtwins: the SASA CPU kernel could not be built '
+                    f'({_failure}); SASA runs the slower exact offset loop '
+                    'instead. Install a C++ compiler and ninja (pip install '
+                    'ninja) to get the fast kernel; MMTWINS_DEBUG=1 shows '
+                    'the whole build output.', stacklevel=2)
+    return _module
+
+
+def forward(q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
+            pos_col: Tensor) -> Tuple[Tensor, Tensor]:
+    """Output ``(BH, d, H, W)`` and log-sum-exp ``(BH, H, W)``.
+
+    ``q, k, v`` are contiguous ``(BH, d, H, W)``; ``pos_row, pos_col`` the
+    contiguous ``(BH, k, H, W)`` positional logits.
+    """
+    out, lse = kernel().forward(q, k, v, pos_row, pos_col)
+    return out, lse
+
+
+def backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
+             pos_col: Tensor, out: Tensor, lse: Tensor,
+             needs: Sequence[bool]) -> Tuple[Tensor, ...]:
+    """Gradients for ``q, k, v, pos_row, pos_col`` (content part for q).
+
+    ``needs`` flags q, k, v and the positional logits; the gradients not
+    needed are not computed (empty tensors). Half and bfloat16 inputs get
+    float32 gradients (accumulated in float32).
+    """
+    need_q, need_k, need_v, need_pos = (bool(n) for n in needs)
+    return tuple(kernel().backward(grad, q, k, v, pos_row, pos_col, out, lse,
+                                   need_q, need_k, need_v, need_pos))
