@@ -231,6 +231,21 @@ class TwinsBackbone(BaseModule):
             element-wise results (LayerNorm, GELU, padding, window
             gathers): much of the saving for little compute. Defaults to
             False.
+        compile_memory_budget (float, optional): Activation memory budget
+            of the compiler, in [0, 1], for training under
+            ``torch.compile`` (``tools/train.py --compile``). PyTorch's
+            partitioner then saves at most this fraction of the activations
+            that compiled training saves by default and recomputes the rest
+            (the cheapest: LayerNorm, GELU, padding) inside the compiled
+            backward, fused into kernels that run anyway, so the memory
+            saving costs little time (0.5: about half the training peak of
+            plain training at about the same speed; the backbone's
+            compile takes longer, the partitioner solving a knapsack). Set
+            through ``torch.autograd.graph.region_activation_memory_budget``
+            on this backbone's graph only: nothing process-wide changes, and
+            inside a larger compiled model (a whole segmentor) the backbone
+            becomes its own graph (one deliberate graph break before it).
+            No effect in eager mode. Defaults to None (compiler default).
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -258,6 +273,7 @@ class TwinsBackbone(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: Union[bool, str] = False,
+                 compile_memory_budget: Optional[float] = None,
                  init_cfg: Optional[dict] = None,
                  lsa_pad: str = 'mask') -> None:
         super().__init__(init_cfg=init_cfg)
@@ -280,7 +296,11 @@ class TwinsBackbone(BaseModule):
         if with_cp not in (False, True, 'selective'):
             raise ValueError(f"with_cp must be True, False or 'selective', "
                              f'got {with_cp!r}')
+        if compile_memory_budget is not None:
+            _check_float('compile_memory_budget', compile_memory_budget, 0.,
+                         1.)
         self.in_channels = in_channels
+        self.compile_memory_budget = compile_memory_budget
         self.out_indices = tuple(sorted(out_indices))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -436,6 +456,19 @@ class TwinsBackbone(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return the NCHW maps of the stages in ``out_indices``."""
+        budget = self.compile_memory_budget
+        if budget is not None and torch.compiler.is_compiling():
+            # The partitioner takes one budget per graph, and the region
+            # must cover the whole graph: a graph break makes the backbone
+            # its own graph when it is traced inside a larger model (alone,
+            # the break falls before any op and costs nothing).
+            torch._dynamo.graph_break()
+            with torch.autograd.graph.region_activation_memory_budget(
+                    budget):
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
         outs: List[torch.Tensor] = []
         b = x.shape[0]
