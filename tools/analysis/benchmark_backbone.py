@@ -294,7 +294,7 @@ def main(argv=None) -> None:
                         help='add torch.compile columns (compiling takes '
                         'about a minute per model and size on a CPU)')
     parser.add_argument(
-        '--memory-budget', type=float, default=0.5,
+        '--memory-budget', type=float, default=0.7,
         help='compile_memory_budget of the compiled training mode that the '
         'training targets are checked for (with --compile)')
     parser.add_argument('--device', default='auto',
