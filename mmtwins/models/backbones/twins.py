@@ -229,23 +229,23 @@ class TwinsBackbone(BaseModule):
             ``'selective'`` keeps the outputs of the matrix products,
             attention and convolutions and recomputes only the cheap
             element-wise results (LayerNorm, GELU, padding, window
-            gathers): much of the saving for little compute. Defaults to
-            False.
+            gathers): much of the saving, but in eager mode on a CPU the
+            recomputed GELU is not cheap (steps about 15% slower than
+            plain). Defaults to False.
         compile_memory_budget (float, optional): Activation memory budget
             of the compiler, in [0, 1], for training under
             ``torch.compile`` (``tools/train.py --compile``). PyTorch's
             partitioner then saves at most this fraction of the activations
-            that compiled training saves by default and recomputes the rest
-            (the cheapest: LayerNorm, GELU, padding) inside the compiled
-            backward, fused into kernels that run anyway, so the memory
-            saving costs little time (0.5: about half the training peak of
-            plain training at about the same speed; the backbone's
-            compile takes longer, the partitioner solving a knapsack). Set
-            through ``torch.autograd.graph.region_activation_memory_budget``
-            on this backbone's graph only: nothing process-wide changes, and
+            that compiled training saves by default and recomputes the
+            cheapest of the rest (LayerNorm, GELU, padding) inside the
+            compiled backward, fused into kernels that run anyway, with
+            exact gradients. Set through
+            ``torch.autograd.graph.region_activation_memory_budget`` on
+            this backbone's graph only: no process-wide setting changes;
             inside a larger compiled model (a whole segmentor) the backbone
             becomes its own graph (one deliberate graph break before it).
             No effect in eager mode. Defaults to None (compiler default).
+
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -253,6 +253,15 @@ class TwinsBackbone(BaseModule):
             logged. Defaults to None (official initialisation).
         lsa_pad (str): LSA padding mode (SVT only), see :class:`TwinsSVT`.
             Defaults to ``'mask'``.
+
+    Which training mode: on a CPU at 512x512 (README, Benchmarks) plain
+    eager is the fastest (1.3x-1.4x mmseg) at 0.8x mmseg's training peak;
+    ``compile_memory_budget=0.7`` under ``--compile`` trains at about the
+    compiled speed with about half mmseg's peak (0.49x/0.54x for
+    PCPVT-S/SVT-S) but compiles once per input size (tens of seconds per
+    backbone on 2 CPU cores, slower with a budget); ``with_cp='selective'``
+    is the eager way to about 0.55x at about 0.1x-0.15x speed cost, and
+    ``with_cp=True`` the least memory (0.2x) at the most compute.
     """
 
     arch_zoo: Dict[str, dict] = {}
