@@ -253,10 +253,6 @@ def test_bad_inputs():
     (dict(frozen_stages=1.0), TypeError, r'frozen_stages must be an int'),
     (dict(with_cp='full'), ValueError,
      r"with_cp must be True, False or 'selective', got 'full'"),
-    (dict(compile_memory_budget=1.5), ValueError,
-     r'compile_memory_budget must be in \[0.0, 1.0\], got 1.5'),
-    (dict(compile_memory_budget='0.5'), TypeError,
-     r'compile_memory_budget must be a number'),
 ])
 def test_constructor_arguments_are_validated(kwargs, error, match):
     with pytest.raises(error, match=match) as info:

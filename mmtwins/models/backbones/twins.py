@@ -232,20 +232,6 @@ class TwinsBackbone(BaseModule):
             gathers): much of the saving, but in eager mode on a CPU the
             recomputed GELU is not cheap (steps about 15% slower than
             plain). Defaults to False.
-        compile_memory_budget (float, optional): Activation memory budget
-            of the compiler, in [0, 1], for training under
-            ``torch.compile`` (``tools/train.py --compile``). PyTorch's
-            partitioner then saves at most this fraction of the activations
-            that compiled training saves by default and recomputes the
-            cheapest of the rest (LayerNorm, GELU, padding) inside the
-            compiled backward, fused into kernels that run anyway, with
-            exact gradients. Set through
-            ``torch.autograd.graph.region_activation_memory_budget`` on
-            this backbone's graph only: no process-wide setting changes;
-            inside a larger compiled model (a whole segmentor) the backbone
-            becomes its own graph (one deliberate graph break before it).
-            No effect in eager mode. Defaults to None (compiler default).
-
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -256,12 +242,13 @@ class TwinsBackbone(BaseModule):
 
     Which training mode: on a CPU at 512x512 (README, Benchmarks) plain
     eager is the fastest (1.3x-1.4x mmseg) at 0.8x mmseg's training peak;
-    ``compile_memory_budget=0.7`` under ``--compile`` trains at about the
-    compiled speed with about half mmseg's peak (0.49x/0.54x for
-    PCPVT-S/SVT-S) but compiles once per input size (tens of seconds per
-    backbone on 2 CPU cores, slower with a budget); ``with_cp='selective'``
-    is the eager way to about 0.55x at about 0.1x-0.15x speed cost, and
-    ``with_cp=True`` the least memory (0.2x) at the most compute.
+    compiled training with the compiler's activation memory budget
+    (``tools/train.py --compile --memory-budget 0.7``, see
+    :func:`mmtwins.utils.activation_memory_budget`) has about half mmseg's
+    peak (0.49x/0.54x for PCPVT-S/SVT-S) at about the compiled speed but
+    compiles once per input size; ``with_cp='selective'`` is the eager way
+    to about 0.55x at a slower step, and ``with_cp=True`` the least memory
+    (0.2x) at the most compute.
     """
 
     arch_zoo: Dict[str, dict] = {}
@@ -282,7 +269,6 @@ class TwinsBackbone(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: Union[bool, str] = False,
-                 compile_memory_budget: Optional[float] = None,
                  init_cfg: Optional[dict] = None,
                  lsa_pad: str = 'mask') -> None:
         super().__init__(init_cfg=init_cfg)
@@ -305,11 +291,7 @@ class TwinsBackbone(BaseModule):
         if with_cp not in (False, True, 'selective'):
             raise ValueError(f"with_cp must be True, False or 'selective', "
                              f'got {with_cp!r}')
-        if compile_memory_budget is not None:
-            _check_float('compile_memory_budget', compile_memory_budget, 0.,
-                         1.)
         self.in_channels = in_channels
-        self.compile_memory_budget = compile_memory_budget
         self.out_indices = tuple(sorted(out_indices))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -465,19 +447,6 @@ class TwinsBackbone(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Return the NCHW maps of the stages in ``out_indices``."""
-        budget = self.compile_memory_budget
-        if budget is not None and torch.compiler.is_compiling():
-            # The partitioner takes one budget per graph, and the region
-            # must cover the whole graph: a graph break makes the backbone
-            # its own graph when it is traced inside a larger model (alone,
-            # the break falls before any op and costs nothing).
-            torch._dynamo.graph_break()
-            with torch.autograd.graph.region_activation_memory_budget(
-                    budget):
-                return self._forward(x)
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
         outs: List[torch.Tensor] = []
         b = x.shape[0]
