@@ -35,8 +35,15 @@ def test_prints_rows_and_targets(capsys):
         assert re.fullmatch(r'\d+\.\d\dx', cells[10])
     train = [[c.strip() for c in r.strip('|').split('|')] for r in rows[2:]]
     for cells in train:
-        assert len(cells) == 14
-        assert re.fullmatch(r'\d+ / - / \d+ / \d+', cells[12])
+        assert len(cells) == 17
+        assert cells[8] == cells[11] == cells[16] == '-'  # no --compile
+        assert re.fullmatch(r'\d+ / - / \d+ / \d+ / -', cells[14])
     targets = re.findall(r'^- .*: (?:\d+\.\d\dx \((?:met|NOT met)\)|'
                          r'not measured)', out, re.M)
     assert len(targets) == 2 * 2 + 2 * 2, out
+    # Without --compile both training targets are checked for the
+    # selective mode, with one verdict per backbone.
+    verdicts = re.findall(r"^- \w+ 64x96 train \[mmtwins with_cp='selective' "
+                          r'.*: both training targets in this one mode: '
+                          r'(?:PASS|FAIL)$', out, re.M)
+    assert len(verdicts) == 2, out

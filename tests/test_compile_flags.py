@@ -15,6 +15,24 @@ def test_train_compile_sets_the_runner_option(tmp_path):
         assert cfg.get('compile') is expected
 
 
+
+def test_train_memory_budget_needs_compile_and_a_fraction(tmp_path):
+    import pytest
+
+    from tools.cli.errors import ToolError
+    train = load_tool('train.py')
+    data = make_mini(str(tmp_path / 'mini'), 2, 1)
+    cfg_path = write_config(str(tmp_path / 'det.py'), 'detection', data)
+    base = [cfg_path, '--work-dir', str(tmp_path / 'wd')]
+    args = train.parse_args([*base, '--compile', '--memory-budget', '0.7'])
+    assert train.build_train_config(args).get('compile') is True
+    for flags, match in (
+            (['--memory-budget', '0.7'], r'add --compile'),
+            (['--compile', '--memory-budget', '2'],
+             r'--memory-budget: .*must be in \[0, 1\]')):
+        with pytest.raises(ToolError, match=match):
+            train.build_train_config(train.parse_args([*base, *flags]))
+
 def test_test_compile_compiles_backbone_and_neck_in_place():
     test = load_tool('test.py')
 

@@ -229,8 +229,9 @@ class TwinsBackbone(BaseModule):
             ``'selective'`` keeps the outputs of the matrix products,
             attention and convolutions and recomputes only the cheap
             element-wise results (LayerNorm, GELU, padding, window
-            gathers): much of the saving for little compute. Defaults to
-            False.
+            gathers): much of the saving, but in eager mode on a CPU the
+            recomputed GELU is not cheap (steps about 15% slower than
+            plain). Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official/timm ImageNet checkpoint
             strictly (also mmseg/mmpretrain ones, converted on the fly); the
@@ -238,6 +239,16 @@ class TwinsBackbone(BaseModule):
             logged. Defaults to None (official initialisation).
         lsa_pad (str): LSA padding mode (SVT only), see :class:`TwinsSVT`.
             Defaults to ``'mask'``.
+
+    Which training mode: on a CPU at 512x512 (README, Benchmarks) plain
+    eager is the fastest (1.3x-1.4x mmseg) at 0.8x mmseg's training peak;
+    compiled training with the compiler's activation memory budget
+    (``tools/train.py --compile --memory-budget 0.7``, see
+    :func:`mmtwins.utils.activation_memory_budget`) has about half mmseg's
+    peak (0.49x/0.54x for PCPVT-S/SVT-S) at about the compiled speed but
+    compiles once per input size; ``with_cp='selective'`` is the eager way
+    to about 0.55x at a slower step, and ``with_cp=True`` the least memory
+    (0.2x) at the most compute.
     """
 
     arch_zoo: Dict[str, dict] = {}
