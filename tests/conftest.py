@@ -19,3 +19,15 @@ def _seed():
 @pytest.fixture
 def repo_root() -> str:
     return ROOT
+
+
+@pytest.fixture(scope='module')
+def single_thread():
+    """One intra-op thread for a module of small-tensor tests: they gain
+    nothing from more, and on a busy 2-core machine every parallel region
+    waits for a core. Used with ``pytestmark =
+    pytest.mark.usefixtures('single_thread')``; restores the setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -25,13 +25,7 @@ def _module():
 GET_FLOPS = _module()
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Small CPU workloads run faster on one thread on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 class _Attention(torch.nn.Module):

@@ -18,15 +18,7 @@ from mmtwins.models.layers import (
 )
 from mmtwins.models.layers.sasa_ops import sasa_attention
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Run on one thread: these tensors are too small to gain from more,
-    and on a busy 2-core machine each parallel region waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _inputs(layer, batch, height, width, dtype):

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from graph_checks import assert_one_graph
 from torch import nn
 
 from mmtwins.models.backbones import SASAResNet
@@ -19,14 +20,7 @@ from mmtwins.models.dense_heads import SASARetinaHead
 from mmtwins.models.layers import SASAttention
 from mmtwins.models.necks import SASAFPN
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Tiny tensors: one thread avoids waiting for busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _backbone(stem: str) -> SASAResNet:
@@ -71,12 +65,7 @@ def _flat(outputs) -> list:
 def test_no_graph_breaks(name, training):
     model = MODELS[name]()
     model.train(training)  # mmdet's ResNet.train returns None
-    x = torch.randn(1, 3, 40, 56)
-    torch._dynamo.reset()
-    with torch.set_grad_enabled(training):
-        explanation = torch._dynamo.explain(model)(x)
-    assert explanation.graph_break_count == 0, explanation.break_reasons
-    assert explanation.graph_count == 1
+    assert_one_graph(model, torch.randn(1, 3, 40, 56), training)
 
 
 @pytest.mark.parametrize('training', [False, True])

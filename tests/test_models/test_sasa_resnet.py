@@ -9,15 +9,7 @@ from mmtwins.models.backbones import SASAResNet
 from mmtwins.models.backbones.sasa_resnet import SASABottleneck
 from mmtwins.models.layers import SASAStem, SASAttention
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Run on one thread: these tensors are too small to gain from more,
-    and on a busy 2-core machine each parallel region waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 FC_HEAD = 2048 * 1000 + 1000  # the ImageNet classifier SASA Table 1 counts
 

@@ -16,14 +16,7 @@ from mmtwins.models.necks import SASAFPN
 register_all_modules()
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Run on one thread: these tensors are too small to gain from more,
-    and on a busy 2-core machine each parallel region waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _attention_layers(module):

@@ -6,6 +6,7 @@ inputs are chosen so that every LSA stage pads (64x96 gives token maps of
 """
 import pytest
 import torch
+from graph_checks import assert_one_graph
 from twins_tiny import TINY, TINY_SVT
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT
@@ -20,12 +21,7 @@ IDS = ['pcpvt', 'svt-mask', 'svt-mmseg']
 @pytest.mark.parametrize('training', [False, True], ids=['eval', 'train'])
 def test_no_graph_breaks(cls, arch, kwargs, training):
     model = cls(arch, **kwargs).train(training)
-    x = torch.randn(2, 3, 64, 96)
-    torch._dynamo.reset()
-    with torch.set_grad_enabled(training):
-        explained = torch._dynamo.explain(model)(x)
-    assert explained.graph_break_count == 0, explained.break_reasons
-    assert explained.graph_count == 1
+    assert_one_graph(model, torch.randn(2, 3, 64, 96), training)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
