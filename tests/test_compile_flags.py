@@ -15,6 +15,13 @@ def test_train_compile_sets_the_runner_option(tmp_path):
         assert cfg.get('compile') is expected
 
 
+def test_train_malloc_default_changes_nothing(tmp_path):
+    # --malloc reuse (the default) is checked by a real CPU training run in
+    # test_train_test.py; here: the opt-out leaves the allocator alone.
+    train = load_tool('train.py')
+    assert train.parse_args(['x.py']).malloc == 'reuse'
+    assert train.apply_cpu_malloc('default') is None
+
 
 def test_train_memory_budget_needs_compile_and_a_fraction(tmp_path):
     import pytest

@@ -28,6 +28,16 @@ The training targets (speed and peak memory) are checked for one mode:
 mmtwins compiled with the memory budget (``--compile``), otherwise
 ``with_cp='selective'``; a PASS/FAIL line says whether that mode meets both.
 
+CPU memory (``--malloc``): by default the benchmark first makes glibc keep
+freed memory for reuse (``reuse_freed_cpu_memory`` of
+:mod:`mmtwins.utils.cpu_memory`, as ``tools/train.py`` does on the CPU).
+Under glibc's default policy every large tensor of a step is fresh ``mmap``
+memory, and how much of a step page-faults depends on what the *other*
+models interleaved in the same process allocated before; that moved the
+training speed-up by up to 0.15x between runs. ``--malloc default`` keeps
+glibc's policy to see it. The training table reports the page faults per
+step either way.
+
 mmtwins runs in mmseg-compatible mode (LayerNorm eps 1e-5,
 ``patch_rounding='ceil'``, ``lsa_pad='mmseg'``) so both compute the same
 function. The issue's targets are printed under the tables. Runs unchanged
@@ -60,6 +70,10 @@ from bench_utils import (  # noqa: E402
 from mmtwins.models import TwinsPCPVT, TwinsSVT  # noqa: E402
 from mmtwins.utils import activation_memory_budget  # noqa: E402
 from mmtwins.utils.ckpt_convert import mmseg_to_official  # noqa: E402
+from mmtwins.utils.cpu_memory import (  # noqa: E402
+    minor_page_faults,
+    reuse_freed_cpu_memory,
+)
 
 MMSEG_ARCHS = {
     'pcpvt_s': dict(
@@ -143,12 +157,19 @@ def compile_model(model):
 
 
 def interleaved(runners: Dict[str, Runner], repeats: int,
-                device: torch.device) -> Dict[str, List[float]]:
-    """Seconds per call of every runner, one call each per repeat."""
+                device: torch.device,
+                faults: Optional[Dict[str, List[int]]] = None
+                ) -> Dict[str, List[float]]:
+    """Seconds per call of every runner, one call each per repeat; with
+    ``faults``, also each call's minor page faults, appended there."""
     times: Dict[str, List[float]] = {k: [] for k in runners}
     for _ in range(repeats):
         for name, run in runners.items():
+            before = minor_page_faults()
             times[name].append(time_once(run, device))
+            if faults is not None:
+                faults.setdefault(name, []).append(minor_page_faults() -
+                                                   before)
     return times
 
 
@@ -211,12 +232,13 @@ def bench_train(arch: str, size: Tuple[int, int], args,
         runners[BUDGET] = budget_train_step_fn(models[BUDGET], x,
                                                args.memory_budget)
     first = warm(runners, args.warmup, device)  # also allocates .grad
-    times = interleaved(runners, args.train_repeats, device)
+    faults: Dict[str, List[int]] = {}
+    times = interleaved(runners, args.train_repeats, device, faults)
     peaks = {name: peak_memory(run, device) / 2**20
              for name, run in runners.items()}
     for model in models.values():
         model.zero_grad(set_to_none=True)
-    return dict(times=times, first=first, peaks=peaks)
+    return dict(times=times, first=first, peaks=peaks, faults=faults)
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -230,6 +252,13 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def _ms(times: Dict[str, List[float]], key: str) -> str:
     return f'{median(times[key]) * 1e3:.1f}' if key in times else '-'
+
+
+def _faults(faults: Dict[str, List[int]]) -> str:
+    """Median page faults per step, in thousands, of the main modes."""
+    return ' / '.join(f'{median(faults[k]) / 1000:.0f}' if k in faults
+                      else '-' for k in ('mmseg eager', 'mmtwins eager',
+                                         BUDGET))
 
 
 def _check(value: Optional[float], target: float, higher: bool) -> str:
@@ -305,11 +334,18 @@ def main(argv=None) -> None:
         'the training targets are checked for (with --compile)')
     parser.add_argument('--device', default='auto',
                         help='auto, cpu or cuda[:N]')
+    parser.add_argument(
+        '--malloc', choices=('reuse', 'default'), default='reuse',
+        help='reuse: glibc keeps freed memory, so no step page-faults fresh '
+        'memory (as tools/train.py on the CPU); default: glibc\'s own '
+        'policy, under which step times depend on the interleaving')
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    malloc = (reuse_freed_cpu_memory() if args.malloc == 'reuse' else
+              'CPU memory: glibc default policy (--malloc default)')
     print(f'# Twins backbone benchmark: mmtwins vs mmseg 1.x on '
           f'{machine(device)}, torch {torch.__version__}, '
-          f'{time.strftime("%Y-%m-%d")}')
+          f'{time.strftime("%Y-%m-%d")}\n# {malloc}')
     checks: List[str] = []
 
     if args.sizes:
@@ -330,9 +366,10 @@ def main(argv=None) -> None:
               f'/ compiled / with_cp / selective / compiled {budget} | '
               f'memory ratio eager / compiled / with_cp / selective / '
               f'compiled {budget} | compile s (mmseg / mmtwins / mmtwins '
-              f'{budget}) |')
+              f'{budget}) | page faults per step, thousands (mmseg eager / '
+              f'mmtwins eager / mmtwins compiled {budget}) |')
         print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
-              '---|---|')
+              '---|---|---|')
         for arch in args.archs:
             for size in args.train_sizes:
                 r = bench_train(arch, size, args, device)
@@ -367,7 +404,7 @@ def main(argv=None) -> None:
                       f'{speedups["mmtwins selective"]:.2f}x | '
                       f'{budget_speed} | {best:.2f}x | '
                       f'{p["mmseg eager"]:.0f} | {peaks} | {ratios} | '
-                      f'{compile_s} |', flush=True)
+                      f'{compile_s} | {_faults(r["faults"])} |', flush=True)
                 # Both training targets for one and the same mode.
                 mode = BUDGET if args.compile else 'mmtwins selective'
                 label = (f'mmtwins compiled, activation memory budget '
