@@ -241,9 +241,10 @@ class TwinsBackbone(BaseModule):
             Defaults to ``'mask'``.
 
     Which training mode: on a CPU at 512x512 (README, Benchmarks) plain
-    eager is the fastest (1.3x-1.4x mmseg) at 0.8x mmseg's training peak;
-    compiled training with the compiler's activation memory budget
-    (``tools/train.py --compile --memory-budget 0.7``, see
+    eager is the fastest (about 1.2x mmseg eager, with page faults out of
+    the measure) at 0.8x mmseg's training peak; compiled training with the
+    compiler's activation memory budget (``tools/train.py --compile
+    --memory-budget 0.7``, see
     :func:`mmtwins.utils.activation_memory_budget`) has about half mmseg's
     peak (0.49x/0.54x for PCPVT-S/SVT-S) at about the compiled speed but
     compiles once per input size; ``with_cp='selective'`` is the eager way
