@@ -9,9 +9,12 @@ bench = load_tool('analysis/benchmark_sasa.py')
 
 
 def test_network_rows_and_targets(capsys):
+    # --malloc default: the reuse policy would hold for the rest of this
+    # test process (tests/test_cpu_memory.py tests it in a child).
     bench.main(['--no-layer', '--network', '--network-size', '64', '64',
-                '--pairs', '1'])
+                '--pairs', '1', '--malloc', 'default'])
     out = capsys.readouterr().out
+    assert re.search(r'^# CPU memory: glibc default policy', out, re.M), out
     assert re.search(r'^Network, 1x3x64x64, .+, \d+ threads; SASA op: fused '
                      r'C\+\+ CPU kernel;', out, re.M), out
     for mode in ('train step \\(fwd\\+bwd\\)', 'forward \\(eval\\)'):

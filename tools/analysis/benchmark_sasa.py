@@ -42,6 +42,12 @@ the ratio is the median of the paired ratios. The eval forward (no grad)
 is compared the same way. ``--compile`` adds ``torch.compile`` of the SASA
 network (inductor) beside its eager run, training step and forward.
 
+CPU memory (``--malloc``): timed runs first make glibc keep freed memory
+for reuse (:mod:`mmtwins.utils.cpu_memory`), so no step page-faults fresh
+memory and neither side pays for the other's allocation history, as in
+``benchmark_backbone.py``; ``--malloc default`` keeps glibc's policy. The
+``--rss`` children always run under glibc's default.
+
 Example::
 
     python tools/analysis/benchmark_sasa.py --cases issue --rss --network
@@ -68,6 +74,7 @@ from bench_utils import machine, median, peak_memory, time_once  # noqa: E402
 from sasa_reference import unfold_sasa_layer  # noqa: E402
 
 from mmtwins.models.layers import SASAttention  # noqa: E402
+from mmtwins.utils.cpu_memory import reuse_freed_cpu_memory  # noqa: E402
 
 
 class Case(NamedTuple):
@@ -323,6 +330,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='skip the layer table')
     parser.add_argument('--child-rss', nargs=2, metavar=('IMPL', 'CASE'),
                         help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--malloc', choices=('reuse', 'default'), default='reuse',
+        help='reuse: glibc keeps freed memory, so timed steps do not '
+        'page-fault fresh memory (mmtwins.utils.cpu_memory; the --rss '
+        'children keep glibc\'s default); default: glibc\'s own policy')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: PyTorch\'s choice); 1 '
                         'gives steadier numbers on a machine shared with '
@@ -340,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error('--device cuda given but CUDA is not available')
     if args.rss and device.type != 'cpu':
         parser.error('--rss measures CPU memory; use it with --device cpu')
+    print('# ' + (reuse_freed_cpu_memory() if args.malloc == 'reuse' else
+                  'CPU memory: glibc default policy (--malloc default)'))
 
     targets: List[str] = []
     if not args.no_layer:
