@@ -24,26 +24,33 @@ def test_prints_rows_and_targets(capsys):
     # test process (tests/test_cpu_memory.py tests it in a child).
     bench.main(['--sizes', '64x96', '--train-sizes', '64x96', '--repeats',
                 '1', '--train-repeats', '1', '--warmup', '1', '--malloc',
-                'default'])
+                'default', '--train-amp'])
     out = capsys.readouterr().out
     assert re.search(r'^# Twins backbone benchmark: .* threads', out, re.M)
     assert re.search(r'^# CPU memory: glibc default policy', out, re.M)
     rows = [line for line in out.splitlines()
             if re.match(r'\| (pcpvt|svt)_s \| 64x96 \|', line)]
-    assert len(rows) == 4, out  # 2 forward + 2 training rows
+    # 2 forward, 2 training and 2 bf16-autocast training rows
+    assert len(rows) == 6, out
     forward = [[c.strip() for c in r.strip('|').split('|')] for r in rows[:2]]
     for cells in forward:
         assert len(cells) == 12
         assert re.fullmatch(r'\d+\.\d\dx \((eager|compiled)\)', cells[8])
         assert cells[9] == '-'  # no --compile
         assert re.fullmatch(r'\d+\.\d\dx', cells[10])
-    train = [[c.strip() for c in r.strip('|').split('|')] for r in rows[2:]]
+    train = [[c.strip() for c in r.strip('|').split('|')] for r in rows[2:4]]
     for cells in train:
         assert len(cells) == 18
         assert cells[8] == cells[11] == cells[16] == '-'  # no --compile
         assert re.fullmatch(r'\d+ / - / \d+ / \d+ / -', cells[14])
         # page faults per step (thousands): mmseg, mmtwins eager, budget
         assert re.fullmatch(r'\d+ / \d+ / -', cells[17])
+    assert '## Training step under bf16 autocast' in out
+    for row in rows[4:]:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        assert len(cells) == 8
+        assert re.fullmatch(r'\d+\.\d\dx', cells[4])  # speed-up
+        assert re.fullmatch(r'\d+\.\d\dx', cells[7])  # memory ratio
     targets = re.findall(r'^- .*: (?:\d+\.\d\dx \((?:met|NOT met)\)|'
                          r'not measured)', out, re.M)
     assert len(targets) == 2 * 2 + 2 * 2, out

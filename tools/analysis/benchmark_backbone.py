@@ -22,7 +22,9 @@ Two tables:
   compiler's activation memory budget ``--memory-budget``
   (:func:`mmtwins.utils.activation_memory_budget`, as ``tools/train.py
   --compile --memory-budget``: the partitioner recomputes cheap activations
-  inside the compiled backward).
+  inside the compiled backward). ``--train-amp`` adds a table of training
+  steps under bf16 autocast (mixed precision, how GPU runs train), mmtwins
+  against mmseg; it is not one of the targets.
 
 The training targets (speed and peak memory) are checked for one mode:
 mmtwins compiled with the memory budget (``--compile``), otherwise
@@ -135,6 +137,17 @@ def train_step_fn(model, x) -> Runner:
     return run
 
 
+def amp_train_step_fn(model, x) -> Runner:
+    """Training step with the forward under bf16 ``torch.autocast`` (how
+    mixed-precision training runs; the backward follows the forward's
+    dtypes)."""
+    def run():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            outs = model(x)
+        sum(o.float().mean() for o in outs).backward()
+    return run
+
+
 def budget_train_step_fn(model, x, budget: float) -> Runner:
     """Training step of ``model`` compiled under the activation memory
     ``budget``. The budget is no dynamo guard, so the model is compiled
@@ -225,6 +238,9 @@ def bench_train(arch: str, size: Tuple[int, int], args,
         'mmtwins with_cp': train_step_fn(models['mmtwins with_cp'], x),
         'mmtwins selective': train_step_fn(models['mmtwins selective'], x),
     }
+    if args.train_amp:
+        for impl in IMPLS:
+            runners[f'{impl} bf16'] = amp_train_step_fn(models[impl], x)
     if args.compile:
         for impl in IMPLS:
             runners[f'{impl} compiled'] = train_step_fn(
@@ -252,6 +268,16 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def _ms(times: Dict[str, List[float]], key: str) -> str:
     return f'{median(times[key]) * 1e3:.1f}' if key in times else '-'
+
+
+def _amp_row(arch: str, size: Tuple[int, int], r: dict) -> str:
+    """One row of the bf16-autocast training table."""
+    t, p = r['times'], r['peaks']
+    ours, theirs = p['mmtwins bf16'], p['mmseg bf16']
+    return (f'| {arch} | {size[0]}x{size[1]} | {_ms(t, "mmseg bf16")} | '
+            f'{_ms(t, "mmtwins bf16")} | '
+            f'{paired_ratio(t, "mmseg bf16", "mmtwins bf16"):.2f}x | '
+            f'{theirs:.0f} | {ours:.0f} | {ours / theirs:.2f}x |')
 
 
 def _faults(faults: Dict[str, List[int]]) -> str:
@@ -325,6 +351,10 @@ def main(argv=None) -> None:
     parser.add_argument('--train-batch', type=int, default=2)
     parser.add_argument('--train-repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument(
+        '--train-amp', action='store_true',
+        help='add a table of training steps under bf16 autocast (mixed '
+        'precision), mmtwins against mmseg; not one of the targets')
     parser.add_argument('--compile', action='store_true',
                         help='add torch.compile columns (compiling takes '
                         'about a minute per model and size on a CPU)')
@@ -370,9 +400,12 @@ def main(argv=None) -> None:
               f'mmtwins eager / mmtwins compiled {budget}) |')
         print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
               '---|---|---|')
+        amp_rows: List[str] = []
         for arch in args.archs:
             for size in args.train_sizes:
                 r = bench_train(arch, size, args, device)
+                if args.train_amp:
+                    amp_rows.append(_amp_row(arch, size, r))
                 t, p = r['times'], r['peaks']
                 speedups = {v: paired_ratio(t, 'mmseg eager', v)
                             for v in ('mmtwins eager', 'mmtwins compiled',
@@ -422,6 +455,17 @@ def main(argv=None) -> None:
                 both = speed >= TARGET_TRAIN and memory <= TARGET_MEMORY
                 checks.append(f'{case}: both training targets in this one '
                               f'mode: {"PASS" if both else "FAIL"}')
+
+    if args.train_sizes and args.train_amp:
+        print(f'\n## Training step under bf16 autocast, batch '
+              f'{args.train_batch}, median of {args.train_repeats} '
+              f'interleaved repeats (ms); peak = allocation high-water mark '
+              f'(MiB); not a target')
+        print('| backbone | input | mmseg bf16 | mmtwins bf16 | speed-up | '
+              'peak mmseg bf16 | peak mmtwins bf16 | memory ratio |')
+        print('|---|---|---|---|---|---|---|---|')
+        for row in amp_rows:
+            print(row)
 
     print('\n## Targets (issue 10)')
     for line in checks:

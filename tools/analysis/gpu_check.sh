@@ -6,7 +6,7 @@
 #   1. the CUDA-marked tests (pytest -m gpu);
 #   2. the Twins backbone benchmark on CUDA: fp32 and bf16, eager and
 #      torch.compile, mmtwins against mmseg (forward at 512x512, training
-#      step batch 2 at 512x512);
+#      step batch 2 at 512x512, also under bf16 autocast);
 #   3. the SASA layer benchmark on CUDA;
 #   4. a few AMP (fp16) training iterations of the detection quickstart
 #      config on the mini COCO set (written if missing): one epoch, 50
@@ -53,7 +53,7 @@ step "CUDA-marked tests" \
 step "Twins backbones on CUDA (fp32/bf16, eager/compiled, vs mmseg)" \
   "$PY" tools/analysis/benchmark_backbone.py --device cuda --compile \
   --sizes 512x512 800x1344 --repeats 10 --train-sizes 512x512 \
-  --train-repeats 10 --warmup 3
+  --train-repeats 10 --warmup 3 --train-amp
 step "SASA layer on CUDA" \
   "$PY" tools/analysis/benchmark_sasa.py --device cuda --repeats 10
 if [ ! -f data/mini/coco/annotations/instances_train2017.json ]; then
