@@ -12,8 +12,14 @@ averaging over steps, as with any autocast model.
 """
 import pytest
 import torch
+from torch.nn.attention import SDPBackend
+from torch.profiler import profile
 
 from mmtwins.models import TwinsPCPVT, TwinsSVT
+from mmtwins.models.layers.lsa import (
+    LocallyGroupedAttention,
+    window_sdpa_backends,
+)
 
 FWD_TOL = 0.03
 GRAD_TOL = 0.10
@@ -62,6 +68,44 @@ def test_bf16_autocast_training_gradients_close_to_fp32():
     assert all(a.dtype == torch.float32 for a in got)  # fp32 master weights
     assert rel_err(torch.cat([a.flatten() for a in got]),
                    torch.cat([b.flatten() for b in ref])) <= GRAD_TOL
+
+
+def test_lsa_window_kernel_choice():
+    """Only CPU reduced-precision queries that need a gradient get SDPA's
+    math kernel (PyTorch's CPU flash backward is slow on tiny windows in
+    bf16); the rest keep SDPA's own choice."""
+    def q(dtype, grad):
+        return torch.zeros(4, 2, 49, 32, dtype=dtype, requires_grad=grad)
+
+    assert window_sdpa_backends(q(torch.bfloat16, True)) == [SDPBackend.MATH]
+    assert window_sdpa_backends(q(torch.float16, True)) == [SDPBackend.MATH]
+    for dtype, grad in ((torch.bfloat16, False), (torch.float32, True),
+                        (torch.float32, False)):
+        assert SDPBackend.FLASH_ATTENTION in window_sdpa_backends(
+            q(dtype, grad))
+
+
+def test_lsa_bf16_training_skips_cpu_flash_backward():
+    attn = LocallyGroupedAttention(64, num_heads=2, window_size=7)
+    x = torch.randn(2, 20 * 23, 64, requires_grad=True)  # pads both sides
+
+    def ops(autocast: bool, grad: bool) -> set:
+        with profile() as prof, torch.autocast(
+                'cpu', dtype=torch.bfloat16, enabled=autocast):
+            with torch.set_grad_enabled(grad):
+                out = attn(x, (20, 23))
+        if grad:
+            with profile() as back:
+                out.float().sum().backward()
+            return {e.name for e in prof.events() + back.events()}
+        return {e.name for e in prof.events()}
+
+    flash = 'aten::_scaled_dot_product_flash_attention_for_cpu'
+    bf16_train = ops(True, True)
+    assert flash not in bf16_train
+    assert flash + '_backward' not in bf16_train
+    assert flash in ops(True, False)  # inference keeps the fast forward
+    assert flash + '_backward' in ops(False, True)  # fp32 unchanged
 
 
 @pytest.mark.gpu

@@ -21,13 +21,39 @@ where the existing implementations disagree (see ``LSA_PAD_MODES``):
 The parameter names (``qkv`` with q|k|v stacked head-major, ``proj``) are the
 official/timm ones.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LSA_PAD_MODES = ('mask', 'zero', 'mmseg')
+
+# SDPA's own choice among all its kernels.
+_ALL_SDPA_BACKENDS = [
+    SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH
+]
+
+
+def window_sdpa_backends(q: torch.Tensor) -> List[SDPBackend]:
+    """The SDPA kernels LSA lets run for queries ``q``.
+
+    PyTorch's CPU flash-attention *backward* in bf16/fp16 is slow on many
+    tiny sequences: for Twins-SVT-S's stage-1 windows (1444 x 2 heads x 49
+    tokens x 32) it took 124 ms against 36 ms for SDPA's math kernel,
+    forward and backward together (2-core AVX-512 CPU, torch 2.13), which
+    made SVT-S train slower than mmseg under bf16 autocast. Its forward is
+    fast (5.4 ms against 17.5 ms), so only queries that need a gradient,
+    on the CPU, in reduced precision, get the math kernel; everything else
+    (fp32, CUDA, inference) keeps SDPA's own choice. Same function either
+    way: only the kernel differs.
+    """
+    if q.device.type == 'cpu' and q.requires_grad and \
+            q.dtype in (torch.bfloat16, torch.float16):
+        return [SDPBackend.MATH]
+    return _ALL_SDPA_BACKENDS
 
 
 class LocallyGroupedAttention(nn.Module):
@@ -169,9 +195,10 @@ class LocallyGroupedAttention(nn.Module):
         # 4-D inputs keep SDPA on its fused kernels.
         qkv = qkv.view(b * nh * nw, ws * ws, 3, heads, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=self._key_mask(b, h, w, x.device),
-            dropout_p=self.attn_drop if self.training else 0.)
+        with sdpa_kernel(window_sdpa_backends(q)):
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=self._key_mask(b, h, w, x.device),
+                dropout_p=self.attn_drop if self.training else 0.)
         # ``proj`` is per token, so applying it before dropping the padded
         # tokens changes nothing but a little work.
         out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
