@@ -15,7 +15,7 @@ def test_train_compile_sets_the_runner_option(tmp_path):
         assert cfg.get('compile') is expected
 
 
-def test_train_malloc_default_changes_nothing(tmp_path):
+def test_train_malloc_default_changes_nothing():
     # --malloc reuse (the default) is checked by a real CPU training run in
     # test_train_test.py; here: the opt-out leaves the allocator alone.
     train = load_tool('train.py')

@@ -39,3 +39,13 @@ def test_reuse_stops_fresh_page_faults_for_large_tensors():
     # reused heap memory needs next to none.
     assert reuse['faults'] < 16, reuse
     assert default['faults'] > 10 * max(reuse['faults'], 1), (default, reuse)
+
+
+def test_malloc_policy_default_and_unknown():
+    import pytest
+
+    from mmtwins.utils.cpu_memory import set_malloc_policy
+    assert set_malloc_policy('default').startswith(
+        'CPU memory: glibc default policy')
+    with pytest.raises(ValueError, match=r"unknown malloc policy 'keep'"):
+        set_malloc_policy('keep')

@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         'training keeps at most this fraction of its default saved '
         'activations and recomputes the cheapest of the rest; 0.7 halves '
         'the Twins-S training peak against mmseg at about compiled speed')
+    # mmtwins.utils.cpu_memory.MALLOC_POLICIES; not imported here, so that
+    # parsing arguments does not import the models.
     parser.add_argument(
         '--malloc', choices=('reuse', 'default'), default='reuse',
         help='training on the CPU: reuse (default) makes glibc keep freed '
@@ -165,8 +167,8 @@ def apply_cpu_malloc(policy: str) -> Optional[str]:
     import torch
     if policy != 'reuse' or torch.cuda.is_available():
         return None
-    from mmtwins.utils.cpu_memory import reuse_freed_cpu_memory
-    return reuse_freed_cpu_memory()
+    from mmtwins.utils.cpu_memory import set_malloc_policy
+    return set_malloc_policy(policy)
 
 
 def main(argv=None) -> None:

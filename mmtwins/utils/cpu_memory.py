@@ -33,6 +33,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _KEEP_ALL = 2**31 - 1  # mallopt takes an int: the largest threshold
 
+# The ``--malloc`` choices of the tools: keep freed memory, or glibc's own.
+MALLOC_POLICIES = ('reuse', 'default')
+
 
 def _glibc() -> Optional[ctypes.CDLL]:
     """The running glibc, or None under another C library."""
@@ -64,6 +67,17 @@ def reuse_freed_cpu_memory() -> str:
     return ('CPU memory: glibc keeps freed memory for reuse (no mmap for '
             'large blocks, no heap trimming), so steps do not page-fault '
             'fresh memory')
+
+
+def set_malloc_policy(policy: str) -> str:
+    """Apply ``policy`` (one of :data:`MALLOC_POLICIES`; ``'default'``
+    changes nothing) and return the line that says what holds now."""
+    if policy not in MALLOC_POLICIES:
+        raise ValueError(f'unknown malloc policy {policy!r}; choose one of '
+                         f'{MALLOC_POLICIES}')
+    if policy == 'reuse':
+        return reuse_freed_cpu_memory()
+    return 'CPU memory: glibc default policy (--malloc default)'
 
 
 def minor_page_faults() -> int:

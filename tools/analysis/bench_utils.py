@@ -9,6 +9,7 @@ what was live when the measured call started (parameters, inputs):
   the exact allocation high-water mark of the call, independent of the
   system allocator's caching.
 """
+import argparse
 import platform
 import statistics
 import subprocess
@@ -17,6 +18,18 @@ from typing import Callable, List
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+from mmtwins.utils.cpu_memory import MALLOC_POLICIES
+
+
+def add_malloc_argument(parser: argparse.ArgumentParser) -> None:
+    """``--malloc``: the CPU memory policy of timed runs (apply it with
+    :func:`mmtwins.utils.cpu_memory.set_malloc_policy`)."""
+    parser.add_argument(
+        '--malloc', choices=MALLOC_POLICIES, default='reuse',
+        help='reuse: glibc keeps freed memory, so no timed step page-faults '
+        'fresh memory and neither side pays for the other\'s allocations '
+        '(as tools/train.py on the CPU); default: glibc\'s own policy')
 
 
 def sync(device: torch.device) -> None:

@@ -62,6 +62,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from bench_utils import (  # noqa: E402
+    add_malloc_argument,
     machine,
     median,
     peak_memory,
@@ -74,7 +75,7 @@ from mmtwins.utils import activation_memory_budget  # noqa: E402
 from mmtwins.utils.ckpt_convert import mmseg_to_official  # noqa: E402
 from mmtwins.utils.cpu_memory import (  # noqa: E402
     minor_page_faults,
-    reuse_freed_cpu_memory,
+    set_malloc_policy,
 )
 
 MMSEG_ARCHS = {
@@ -364,15 +365,10 @@ def main(argv=None) -> None:
         'the training targets are checked for (with --compile)')
     parser.add_argument('--device', default='auto',
                         help='auto, cpu or cuda[:N]')
-    parser.add_argument(
-        '--malloc', choices=('reuse', 'default'), default='reuse',
-        help='reuse: glibc keeps freed memory, so no step page-faults fresh '
-        'memory (as tools/train.py on the CPU); default: glibc\'s own '
-        'policy, under which step times depend on the interleaving')
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    malloc = (reuse_freed_cpu_memory() if args.malloc == 'reuse' else
-              'CPU memory: glibc default policy (--malloc default)')
+    malloc = set_malloc_policy(args.malloc)
     print(f'# Twins backbone benchmark: mmtwins vs mmseg 1.x on '
           f'{machine(device)}, torch {torch.__version__}, '
           f'{time.strftime("%Y-%m-%d")}\n# {malloc}')

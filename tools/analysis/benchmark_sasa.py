@@ -70,11 +70,17 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_models'))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from bench_utils import machine, median, peak_memory, time_once  # noqa: E402
+from bench_utils import (  # noqa: E402
+    add_malloc_argument,
+    machine,
+    median,
+    peak_memory,
+    time_once,
+)
 from sasa_reference import unfold_sasa_layer  # noqa: E402
 
 from mmtwins.models.layers import SASAttention  # noqa: E402
-from mmtwins.utils.cpu_memory import reuse_freed_cpu_memory  # noqa: E402
+from mmtwins.utils.cpu_memory import set_malloc_policy  # noqa: E402
 
 
 class Case(NamedTuple):
@@ -330,11 +336,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='skip the layer table')
     parser.add_argument('--child-rss', nargs=2, metavar=('IMPL', 'CASE'),
                         help=argparse.SUPPRESS)
-    parser.add_argument(
-        '--malloc', choices=('reuse', 'default'), default='reuse',
-        help='reuse: glibc keeps freed memory, so timed steps do not '
-        'page-fault fresh memory (mmtwins.utils.cpu_memory; the --rss '
-        'children keep glibc\'s default); default: glibc\'s own policy')
+    add_malloc_argument(parser)  # the --rss children keep glibc's default
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: PyTorch\'s choice); 1 '
                         'gives steadier numbers on a machine shared with '
@@ -352,8 +354,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error('--device cuda given but CUDA is not available')
     if args.rss and device.type != 'cpu':
         parser.error('--rss measures CPU memory; use it with --device cpu')
-    print('# ' + (reuse_freed_cpu_memory() if args.malloc == 'reuse' else
-                  'CPU memory: glibc default policy (--malloc default)'))
+    print(f'# {set_malloc_policy(args.malloc)}')
 
     targets: List[str] = []
     if not args.no_layer:
