@@ -55,7 +55,7 @@ def test_sdpa_counts_like_explicit_matmuls():
 class _SASA(torch.nn.Module):
 
     def forward(self, q, k, v, rel_h, rel_w):
-        from mmtwins.models.layers.sasa_ops import sasa_attention
+        from mmtwins.ops import sasa_attention
         return sasa_attention(q, k, v, rel_h, rel_w)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 def unfold_sasa_attention(query: Tensor, key: Tensor, value: Tensor,
                           rel_h: Tensor, rel_w: Tensor) -> Tensor:
-    """Reference for :func:`mmtwins.models.layers.sasa_ops.sasa_attention`.
+    """Reference for :func:`mmtwins.ops.sasa_attention`.
 
     Args:
         query (Tensor): ``(B, heads, head_dim, H, W)``, already scaled.

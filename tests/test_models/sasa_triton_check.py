@@ -16,11 +16,7 @@ assert os.environ.get('TRITON_INTERPRET') == '1', 'set TRITON_INTERPRET=1'
 import torch  # noqa: E402
 from sasa_reference import unfold_sasa_attention  # noqa: E402
 
-from mmtwins.models.layers import (  # noqa: E402
-    sasa_export,
-    sasa_ops,
-    sasa_triton,
-)
+from mmtwins.ops import sasa_export, sasa_op, sasa_triton  # noqa: E402
 
 # (shape, kernel_size): a window larger than the image, odd sizes, a head
 # width (6) that is not a power of two (the Triton tiles pad it) and an
@@ -39,11 +35,11 @@ def check(shape, kernel_size, dtype) -> float:
     for arg in args:
         arg.requires_grad_(True)
     plain = [a.detach() for a in args]
-    out, lse = sasa_ops._forward_fused(*plain, kernels=sasa_triton)
+    out, lse = sasa_op._forward_fused(*plain, kernels=sasa_triton)
     ref = unfold_sasa_attention(*args)
     _, ref_lse = sasa_export.sasa_attention_decomposition(*plain)
     grad = torch.randn_like(out)
-    ours = sasa_ops._backward_fused(grad, *plain, out, lse, [True] * 5,
+    ours = sasa_op._backward_fused(grad, *plain, out, lse, [True] * 5,
                                     kernels=sasa_triton)
     theirs = torch.autograd.grad(ref, args, grad)
     diffs = [(out - ref).abs().max(), (lse - ref_lse).abs().max()]

@@ -10,13 +10,8 @@ import pytest
 import torch
 from sasa_reference import unfold_sasa_attention, unfold_sasa_layer
 
-from mmtwins.models.layers import (
-    SASAttention,
-    sasa_cpu,
-    sasa_export,
-    sasa_ops,
-)
-from mmtwins.models.layers.sasa_ops import sasa_attention
+from mmtwins.models.layers import SASAttention
+from mmtwins.ops import sasa_attention, sasa_cpu, sasa_export, sasa_op
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -117,7 +112,7 @@ def test_cpu_kernel_threads_are_exact(threads, height, width, kernel_size):
     try:
         layer = SASAttention(4, 8, kernel_size, num_heads=2).double()
         x = _inputs(layer, 3, height, width, torch.float64)
-        assert sasa_ops._fused_kernels(x) is sasa_cpu
+        assert sasa_op._fused_kernels(x) is sasa_cpu
         out = _check_exact(layer, x)
         with torch.no_grad():
             assert torch.equal(layer(x), out.detach())
@@ -133,8 +128,8 @@ def test_cpu_kernel_threads_are_exact(threads, height, width, kernel_size):
 def test_offset_loop_fallback_is_exact(monkeypatch, chunk_numel):
     """The offset loop (other devices, or no C++ compiler) in row chunks
     and batch*head groups of several sizes."""
-    monkeypatch.setattr(sasa_ops, '_fused_kernels', lambda query: None)
-    monkeypatch.setattr(sasa_ops, '_CPU_CHUNK_NUMEL', chunk_numel)
+    monkeypatch.setattr(sasa_op, '_fused_kernels', lambda query: None)
+    monkeypatch.setattr(sasa_op, '_CPU_CHUNK_NUMEL', chunk_numel)
     for kernel_size, stride in ((5, 1), (3, 2)):
         layer = SASAttention(4, 8, kernel_size, num_heads=2,
                              stride=stride).double()

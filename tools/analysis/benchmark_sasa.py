@@ -293,9 +293,9 @@ def run_network(args: argparse.Namespace,
 
 def describe_device(device: torch.device) -> str:
     """The processor and the SASA implementation that runs on it."""
-    from mmtwins.models.layers import sasa_cpu, sasa_ops
+    from mmtwins.ops import sasa_cpu, sasa_op
     probe = torch.empty(0, device=device)
-    kernels = sasa_ops._fused_kernels(probe)
+    kernels = sasa_op._fused_kernels(probe)
     if kernels is sasa_cpu:
         impl = 'fused C++ CPU kernel'
     elif kernels is not None:

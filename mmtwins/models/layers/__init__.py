@@ -4,7 +4,7 @@ from .lsa import LSA_PAD_MODES, LocallyGroupedAttention
 from .peg import PositionEncodingGenerator
 from .sasa_attention import SASAttention
 from .sasa_module import SASAModule
-from .sasa_ops import sasa_attention
+from mmtwins.ops import sasa_attention
 from .sasa_stem import SASAStem
 from .twins_block import Mlp, TwinsBlock
 

@@ -4,7 +4,7 @@ Ramachandran et al., "Stand-Alone Self-Attention in Vision Models",
 NeurIPS 2019, arXiv 1906.05909 (no official code was released; the
 google-research folder holds only a README). This is an independent,
 exact and memory-lean implementation; the attention kernel lives in
-:mod:`.sasa_ops`.
+:mod:`mmtwins.ops.sasa_op`.
 """
 from typing import Optional
 
@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmtwins.ops import sasa_attention
 from mmtwins.registry import MODELS
-
-from .sasa_ops import sasa_attention
 
 
 def check_input(module: nn.Module, x: Tensor, in_channels: int,

@@ -14,10 +14,10 @@ One launch per pass instead of one small kernel per window offset:
   the same pixel (no atomics; deterministic).
 
 Nothing k^2-sized is stored. Neighbours outside the image are masked, as in
-the exact offset loop of :mod:`.sasa_ops`, which stays the fallback when
+the exact offset loop of :mod:`.sasa_op`, which stays the fallback when
 Triton is missing. The kernels take ``(batch * heads, head_dim, H, W)``
 tensors and the precomputed positional logits ``(batch * heads, k, H, W)``;
-:mod:`.sasa_ops` does the positional matmuls around them. Accumulation is in
+:mod:`.sasa_op` does the positional matmuls around them. Accumulation is in
 fp32 (fp64 for fp64 inputs).
 
 With ``TRITON_INTERPRET=1`` set before this module is imported, the same

@@ -32,7 +32,7 @@ def sasa_attention_decomposition(query: Tensor, key: Tensor, value: Tensor,
                                  rel_w: Tensor) -> Tuple[Tensor, Tensor]:
     """``mmtwins::sasa_attention`` written with standard ops.
 
-    Args and returns as the op (see :mod:`.sasa_ops`): queries, keys and
+    Args and returns as the op (see :mod:`.sasa_op`): queries, keys and
     values ``(B, heads, d, H, W)``, offset tables ``(k, heads, d / 2)``;
     the output ``(B, heads, d, H, W)`` and the log-sum-exp of the logits
     ``(B, heads, H, W)``.

@@ -1,6 +1,6 @@
 // Fused CPU kernel of SASA's k x k local attention (mmtwins::sasa_attention).
 //
-// The math is that of mmtwins/models/layers/sasa_ops.py (its module
+// The math is that of mmtwins/ops/sasa_op.py (its module
 // docstring): for pixel (i, j) of slice n = (batch, head) and window offset
 // o = (a, b), dy = a - r, dx = b - r, r = k / 2,
 //

@@ -2,7 +2,7 @@
 
 ``csrc/sasa_cpu.cpp`` computes one image row's k x k logits, softmax and
 weighted values in cache, so the q . k products never go to memory (the
-offset loop of :mod:`.sasa_ops` writes every one of them). It runs on
+offset loop of :mod:`.sasa_op` writes every one of them). It runs on
 ATen's intra-op threads (``torch.get_num_threads()``).
 
 The kernel is compiled with ``torch.utils.cpp_extension.load`` the first
@@ -14,7 +14,7 @@ sharing one home folder each get their own build instead of one that
 crashes on the other.
 
 If the build fails, SASA falls back to the exact offset loop of
-:mod:`.sasa_ops` and says so once, in one line with the compiler's first
+:mod:`.sasa_op` and says so once, in one line with the compiler's first
 error (``MMTWINS_DEBUG=1`` raises the build error with the whole output
 instead); set ``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without
 trying.
