@@ -32,6 +32,14 @@ exclude_patterns = ['_build']
 myst_heading_anchors = 3
 myst_enable_extensions = ['colon_fence']
 
+# Every reference to an mmtwins object must resolve (-W makes a dangling one
+# an error); references to other packages are plain text (no intersphinx:
+# the build needs no network).
+nitpicky = True
+nitpick_ignore_regex = [(r'py:.*', r'(?!mmtwins\.).*')]
+# The private base class of TwinsPCPVT and TwinsSVT (shown as their base).
+nitpick_ignore = [('py:class', 'mmtwins.models.backbones.twins.TwinsBackbone')]
+
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
 autodoc_default_options = {'show-inheritance': True}
