@@ -232,7 +232,7 @@ def error_message_sites() -> List[ErrorSite]:
                     if isinstance(sub, ast.Return) and sub.value is not None:
                         add(path, sub, sub.value)
     shell = re.compile(r'echo\s+"error:\s*(?P<msg>.*?)"\s*>&2')
-    for root, dirs, names in os.walk(osp.join(REPO, 'tools')):
+    for root, _dirs, names in os.walk(osp.join(REPO, 'tools')):
         for name in sorted(names):
             if not name.endswith('.sh'):
                 continue

@@ -20,9 +20,18 @@ import tokenize
 
 import pytest
 import yaml
-from docs_helpers import (CATALOGUE, DOCS, LANGUAGES, NEEDS, REPO,
-                          code_blocks, doc_files, error_message_sites,
-                          named_paths, normalise)
+from docs_helpers import (
+    CATALOGUE,
+    DOCS,
+    LANGUAGES,
+    NEEDS,
+    REPO,
+    code_blocks,
+    doc_files,
+    error_message_sites,
+    named_paths,
+    normalise,
+)
 
 PAGES = doc_files()
 
@@ -227,7 +236,7 @@ def test_no_development_history():
     for path in files:
         if osp.abspath(path) in _OWN:
             continue
-        for number, line in enumerate(_prose(path).splitlines(), 1):
+        for line in _prose(path).splitlines():
             if HISTORY.search(line):
                 found.append(f'{_rel(path)}: {line.strip()[:100]}')
     assert not found, found

@@ -1,14 +1,16 @@
 """The documentation's code blocks work as written.
 
 Markers (docs/en/notes/writing_docs.md): ``<!-- runnable -->`` bash blocks
-run, page by page, in a scratch copy of the repository whose ``python``
-(tests/docs_short_run.py) shortens training schedules and makes the mini
-datasets small; ``<!-- runnable -->`` python blocks are executed;
+run, page by page in the order of the pages, in one scratch copy of the
+repository whose ``python`` (tests/docs_short_run.py) shortens training
+schedules and makes the mini datasets small; a block whose exact text
+already ran there is not run again (pages repeat the commands a later
+block builds on). ``<!-- runnable -->`` python blocks are executed;
 ``<!-- config -->`` blocks are loaded as mmdet/mmseg configs and their
 ``model`` is built. ``<!-- needs: ... -->`` blocks are only checked for
-the paths they name (tests/test_docs.py). A block whose text appeared on
-an earlier page is not run again.
+the paths they name (tests/test_docs.py).
 """
+import json
 import os
 import os.path as osp
 import subprocess
@@ -25,16 +27,12 @@ FRESH = {'data', 'work_dirs', 'outputs', '.git'}
 
 
 def _runnable(lang, marker='runnable'):
-    """(page, blocks) for every page with such blocks; a block whose text
-    is on an earlier page is left to that page."""
-    seen, pages = set(), []
+    """(page, blocks) for every page with blocks of ``lang`` and
+    ``marker``, in page order."""
+    pages = []
     for page in doc_files():
-        blocks = []
-        for block in code_blocks(page):
-            if block.lang == lang and block.marker == marker and \
-                    block.code not in seen:
-                seen.add(block.code)
-                blocks.append(block)
+        blocks = [b for b in code_blocks(page)
+                  if b.lang == lang and b.marker == marker]
         if blocks:
             pages.append((page, blocks))
     return pages
@@ -70,18 +68,29 @@ def _scratch(tmp_path):
     return root, env
 
 
+@pytest.fixture(scope='module')
+def shared_scratch(tmp_path_factory):
+    """One scratch copy for the bash blocks of every page, and the texts
+    of the blocks that ran in it."""
+    root, env = _scratch(tmp_path_factory.mktemp('docs_blocks'))
+    return root, env, set()
+
+
 @pytest.mark.parametrize(
     'page,blocks', BASH_PAGES,
     ids=[osp.relpath(p, REPO) for p, _ in BASH_PAGES])
-def test_runnable_bash_blocks(page, blocks, tmp_path):
-    root, env = _scratch(tmp_path)
+def test_runnable_bash_blocks(page, blocks, shared_scratch):
+    root, env, done = shared_scratch
     for block in blocks:
+        if block.code in done:
+            continue
         proc = subprocess.run(
             ['bash', '-e', '-o', 'pipefail', '-c', block.code], cwd=root,
             env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, (
             f'{block.where()} failed:\n{block.code}\n'
             f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+        done.add(block.code)
         if 'quickstart.sh' in block.code:
             # what the docs say it prints and writes
             assert '[quickstart] bbox_mAP' in proc.stdout
@@ -125,7 +134,6 @@ _CONFIG_RUNNER = textwrap.dedent('''
 
 
 def _run_all(tmp_path, runner, marker):
-    import json
     blocks = [(b.where(), b.code) for _, page_blocks in
               _runnable('python', marker) for b in page_blocks]
     assert blocks, f'no {marker} python block in the docs'
