@@ -48,7 +48,7 @@ def activation_memory_budget(budget: Optional[float]) -> Iterator[None]:
         budget (float, optional): Fraction in [0, 1] of the default saved
             activations that compiled training may keep (0.7 gives
             Twins-S about half mmseg's training peak at about compiled
-            speed; see README, Benchmarks). None leaves the compiler
+            speed; see docs/en/benchmarks.md). None leaves the compiler
             default (no change).
 
     Examples:
