@@ -1,6 +1,6 @@
 """tools/analysis/benchmark_backbone.py runs end to end (tiny sizes) and
 prints well-formed forward and training rows and the target lines; the
-figures themselves are recorded in the README, not asserted."""
+figures themselves are recorded in docs/en/benchmarks.md, not asserted."""
 import re
 
 from tools_helpers import load_tool

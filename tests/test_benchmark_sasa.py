@@ -1,6 +1,7 @@
 """tools/analysis/benchmark_sasa.py runs end to end (tiny network size),
 names the CPU and the SASA implementation, and prints its target lines;
-the figures themselves are recorded in the README, not asserted."""
+the figures themselves are recorded in docs/en/benchmarks.md, not
+asserted."""
 import re
 
 from tools_helpers import load_tool

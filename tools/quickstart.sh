@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job, end to end on the built-in mini datasets:
+# The quick start of README.md, end to end on the built-in mini datasets:
 #   bash tools/quickstart.sh        # Twins: detection + segmentation
 #   bash tools/quickstart.sh sasa   # SASA: all-attention RetinaNet
 # 1. set up the environment if needed (tools/setup_env.sh);

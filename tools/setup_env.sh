@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what pyproject.toml pins (the runtime dependencies and the `tests`
-# extra) and mmtwins itself (editable) into the current Python.
+# and `docs` extras) and mmtwins itself (editable) into the current Python.
 # pyproject.toml is the one place with versions; this script only reads it.
 # Already-satisfied set-up returns in seconds; a fresh machine builds mmcv's ops
 # once (about 8 minutes on 2 cores) and pip caches the wheel for later runs.
@@ -29,8 +29,9 @@ except ImportError:  # not installed yet
 root = os.environ['MMTWINS_ROOT']
 with open(os.path.join(root, 'pyproject.toml'), 'rb') as f:
     project = tomllib.load(f)
-specs = (project['project']['dependencies']
-         + project['project']['optional-dependencies']['tests'])
+extras = project['project']['optional-dependencies']
+specs = (project['project']['dependencies'] + extras['tests']
+         + extras['docs'])
 torch_pin = project['tool']['mmtwins']['setup']['torch']
 out = []
 for spec in specs:

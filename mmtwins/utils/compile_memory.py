@@ -15,11 +15,11 @@ when a training graph is partitioned, i.e. during the first compiled call.
 restores the previous value on exit, so code outside the block (and other
 models compiled outside it) keep the default; the value is part of
 AOTAutograd's cache key, so a cached graph compiled under another budget
-is not reused. A per-graph alternative,
-``torch.autograd.graph.region_activation_memory_budget``, was tried and
-rejected: it must annotate every forward op of a graph, and inductor adds
-an unannotated ``inductor_seeds`` op as soon as the model has drop path or
-dropout, so compiling a real training config failed.
+is not reused. The per-graph alternative,
+``torch.autograd.graph.region_activation_memory_budget``, does not fit: it
+must annotate every forward op of a graph, and inductor adds an
+unannotated ``inductor_seeds`` op as soon as the model has drop path or
+dropout, so a real training config does not compile with it.
 """
 import contextlib
 from typing import Iterator, Optional
@@ -48,7 +48,7 @@ def activation_memory_budget(budget: Optional[float]) -> Iterator[None]:
         budget (float, optional): Fraction in [0, 1] of the default saved
             activations that compiled training may keep (0.7 gives
             Twins-S about half mmseg's training peak at about compiled
-            speed; see README, Benchmarks). None leaves the compiler
+            speed; see docs/en/benchmarks.md). None leaves the compiler
             default (no change).
 
     Examples:

@@ -35,14 +35,14 @@ freed memory for reuse (``reuse_freed_cpu_memory`` of
 :mod:`mmtwins.utils.cpu_memory`, as ``tools/train.py`` does on the CPU).
 Under glibc's default policy every large tensor of a step is fresh ``mmap``
 memory, and how much of a step page-faults depends on what the *other*
-models interleaved in the same process allocated before; that moved the
+models interleaved in the same process allocated before, which moves the
 training speed-up by up to 0.15x between runs. ``--malloc default`` keeps
 glibc's policy to see it. The training table reports the page faults per
 step either way.
 
 mmtwins runs in mmseg-compatible mode (LayerNorm eps 1e-5,
 ``patch_rounding='ceil'``, ``lsa_pad='mmseg'``) so both compute the same
-function. The issue's targets are printed under the tables. Runs unchanged
+function. The targets are printed under the tables. Runs unchanged
 on CUDA (``--device cuda``; bf16 autocast there too).
 
 Example::
@@ -94,7 +94,7 @@ IMPLS = ('mmseg', 'mmtwins')
 # that the training targets are checked for; without --compile,
 # with_cp='selective'.
 BUDGET = 'mmtwins compiled budget'
-# Targets of issue 10 (CPU fp32): forward speed-up of mmtwins' best mode
+# Targets (CPU fp32): forward speed-up of mmtwins' best mode
 # over mmseg eager and over mmseg compiled, training-step speed-up over
 # mmseg eager, training peak memory over mmseg's.
 TARGET_FWD_EAGER = 1.3
@@ -463,7 +463,7 @@ def main(argv=None) -> None:
         for row in amp_rows:
             print(row)
 
-    print('\n## Targets (issue 10)')
+    print('\n## Targets')
     for line in checks:
         print(f'- {line}')
 

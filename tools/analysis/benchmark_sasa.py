@@ -22,8 +22,8 @@ plus backward (input and parameter gradients), and prints one table:
   (temporaries included), not the process RSS;
 - the largest absolute difference between the two outputs.
 
-Cases: ``issue`` is the size named in the SASA issue (2 x 64 x 112 x 168,
-8 heads, k=7). The ``det-*`` cases are the attention layers of a
+Cases: ``issue`` is the reference layer size of the targets (2 x 64 x 112
+x 168, 8 heads, k=7). The ``det-*`` cases are the attention layers of a
 SASA-ResNet-50 RetinaNet for an ``--input-size`` image: the stage-1 layer,
 the strided first layers of stages 2-4 (attention at the pre-pool
 resolution) and the FPN/head layer at P3.
@@ -94,7 +94,8 @@ class Case(NamedTuple):
 
 def build_cases(names: List[str], batch: int,
                 input_size: Tuple[int, int]) -> List[Case]:
-    """The issue case and the detection cases for an input size."""
+    """The reference (``issue``) case and the detection cases for an input
+    size."""
     height, width = input_size
     cases = []
     if 'issue' in names:
@@ -113,7 +114,7 @@ def build_cases(names: List[str], batch: int,
     return cases
 
 
-# The SASA issue's targets: the layer at least this much faster and leaner
+# Targets: the layer at least this much faster and leaner
 # than the unfold reference, and SASA-ResNet-50's training step at most this
 # multiple of ResNet-50's.
 TARGET_LAYER = 10.0
@@ -399,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.network:
         targets += run_network(args, device)
     if targets:
-        print('\nTargets (SASA issue):')
+        print('\nTargets:')
         for line in targets:
             print(f'- {line}')
 

@@ -240,7 +240,7 @@ class TwinsBackbone(BaseModule):
         lsa_pad (str): LSA padding mode (SVT only), see :class:`TwinsSVT`.
             Defaults to ``'mask'``.
 
-    Which training mode: on a CPU at 512x512 (README, Benchmarks) plain
+    Which training mode: on a CPU at 512x512 (docs/en/benchmarks.md) plain
     eager is the fastest (about 1.2x mmseg eager, with page faults out of
     the measure) at 0.8x mmseg's training peak; compiled training with the
     compiler's activation memory budget (``tools/train.py --compile

@@ -3,8 +3,8 @@
 # 12 epochs, steps at 8 and 11, 500-iter warm-up, single-scale (1333, 800)
 # training, 8 GPUs x 2 images).
 # Deviation from the paper (SASA §4.2: batch 64, 150 epochs, lr 0.12 with
-# cosine decay, multi-scale jitter, crops of at most 640): the issue asks for
-# the rows on a 1x COCO schedule.
+# cosine decay, multi-scale jitter, crops of at most 640): these rows use the
+# 1x COCO schedule.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
