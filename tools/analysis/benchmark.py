@@ -56,10 +56,14 @@ def build_model(cfg, checkpoint, device):
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
+    from mmtwins.utils.checkpoint_fit import read_checkpoint
+
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     model = revert_sync_batchnorm(model)
     if checkpoint:
+        # the safe loader's one-line refusal of a file it will not unpickle
+        read_checkpoint(checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 
