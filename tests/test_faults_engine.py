@@ -68,11 +68,14 @@ def test_nan_loss_stops_before_the_checkpoint(tmp_path):
     assert 'optim_wrapper.optimizer.lr' in msg and '\n' not in msg
     with open(osp.join(str(tmp_path), 'last_checkpoint')) as f:
         assert f.read() == saved[-1]
-    # --resume takes that checkpoint; a NaN one written later is skipped.
+    # --resume skips a NaN checkpoint (as mmengine's own hook writes them)
+    # and takes the newest good one.
     bad = osp.join(str(tmp_path), f'iter_{stopped}.pth')
     ckpt = torch.load(saved[-1], weights_only=False)
     ckpt['state_dict']['linear.weight'][0, 0] = float('nan')
     torch.save(ckpt, bad)
+    with open(osp.join(str(tmp_path), 'last_checkpoint'), 'w') as f:
+        f.write(bad)
     choice = find_resume_checkpoint(str(tmp_path))
     assert choice.path == saved[-1]
     assert 'non-finite weights' in dict(choice.skipped)[bad]
@@ -186,7 +189,8 @@ def test_partly_matching_classes_warn(tmp_path):
     from mmdet.datasets import CocoDataset
     mini = make_mini(str(tmp_path / 'mini'), 2, 1)
     root = osp.join(mini, 'coco')
-    ann = osp.join(root, 'annotations', 'instances_val2017.json')
+    # the 2 training images hold all 3 shapes
+    ann = osp.join(root, 'annotations', 'instances_train2017.json')
     with open(ann) as f:
         data = json.load(f)
     for cat in data['categories']:
@@ -195,12 +199,15 @@ def test_partly_matching_classes_warn(tmp_path):
     other = osp.join(root, 'annotations', 'dogs.json')
     with open(other, 'w') as f:
         json.dump(data, f)
-    kwargs = dict(data_root=root + '/', data_prefix=dict(img='val2017/'),
+    kwargs = dict(data_root=root + '/', data_prefix=dict(img='train2017/'),
                   metainfo=dict(classes=('circle', 'square', 'triangle')),
                   pipeline=[], filter_cfg=None)
     msg = coverage_warning(CocoDataset(ann_file=other, **kwargs))
-    assert 'config classes with no annotation (never learned): triangle' \
-        in msg
-    assert 'their boxes are ignored): dog' in msg
+    assert msg == (
+        f'the classes of {other} only partly match the config: config '
+        'classes with no annotation (never learned): triangle; categories '
+        'of the data that are no config class (their boxes are ignored): '
+        'dog; set metainfo=dict(classes=(...)) in the dataset config and '
+        "num_classes in the model's heads to the classes to learn")
     assert coverage_warning(CocoDataset(ann_file=ann, **kwargs)) is None
     shutil.rmtree(mini)

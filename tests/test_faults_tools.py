@@ -153,7 +153,7 @@ def test_resume_checks_the_config_and_the_checkpoint(capsys, tmp_path,
                         f'{ckpt} in 3 settings; resuming with the new '
                         'values:')
     assert sorted(block[1:4]) == [
-        '  optim_wrapper.optimizer.lr: 6e-05 -> 0.0002',
+        '  optim_wrapper.optimizer.lr: 0.001 -> 0.0002',
         '  train_cfg.max_iters: 2 -> 3',
         '  train_dataloader.batch_size: 2 -> 1'], block[:4]
     assert _iters(work) == [2, 3]
@@ -373,7 +373,7 @@ def test_disk_full_during_a_save(tmp_path, mini):
         f'{work}/iter_1.pth', '1']
 
 
-KILL_RANK = '''"""Test helper: rank 1 SIGKILLs itself at its second iteration."""
+KILL_RANK = '''"""Test helper: rank 1 SIGKILLs itself at iteration 2."""
 import os
 import signal
 
@@ -417,3 +417,61 @@ def test_killed_rank_is_named_above_torchruns_report(tmp_path, mini):
     assert 'Root Cause' in '\n'.join(lines[at[0]:])
     assert 'Traceback' not in err
     assert _iters(work) == [1]
+
+
+def test_infer_skips_unreadable_files(capsys, tmp_path, mini):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    infer = load_tool('infer.py')
+    cfg = _cfg(tmp_path, mini)
+    config = Config.fromfile(cfg)
+    init_default_scope(config.default_scope)
+    ckpt = str(tmp_path / 'seg.pth')
+    torch.save({'state_dict': MODELS.build(config.model).state_dict()}, ckpt)
+    folder = str(tmp_path / 'images')
+    src = osp.join(mini, 'ade', 'ADEChallengeData2016', 'images',
+                   'validation')
+    shutil.copytree(src, folder)
+    good = sorted(os.listdir(folder))
+    with open(osp.join(folder, 'broken.jpg'), 'wb') as f:
+        f.write(os.urandom(2000))
+    open(osp.join(folder, 'empty.png'), 'w').close()
+    out = str(tmp_path / 'out')
+    with pytest.raises(SystemExit) as exc:
+        infer.main([cfg, ckpt, folder, '--out-dir', out])
+    assert exc.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f'error: cannot read {folder}/broken.jpg as an image (unsupported '
+        'or damaged file); skipped',
+        f'error: cannot read {folder}/empty.png as an image (empty file); '
+        'skipped',
+        f'error: 2 of {len(good) + 2} files could not be read as images '
+        f'(named above); the other {len(good)} were processed']
+    assert sorted(os.listdir(osp.join(out, 'vis'))) == good
+    assert len(os.listdir(osp.join(out, 'preds'))) == len(good)
+
+
+def test_infer_draws_large_images_downscaled(capsys, tmp_path, mini):
+    import cv2
+    import numpy as np
+    infer = load_tool('infer.py')
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from tools_helpers import DET_CFG
+    config = Config.fromfile(DET_CFG)
+    init_default_scope(config.default_scope)
+    ckpt = str(tmp_path / 'det.pth')
+    torch.save({'state_dict': MODELS.build(config.model).state_dict()}, ckpt)
+    image = str(tmp_path / 'wide.jpg')
+    cv2.imwrite(image, np.full((300, 1200, 3), 127, np.uint8))
+    out = str(tmp_path / 'out')
+    infer.main([DET_CFG, ckpt, image, '--out-dir', out, '--max-vis-size',
+                '400', '--score-thr', '0'])
+    drawn = cv2.imread(osp.join(out, 'vis', 'wide.jpg'))
+    assert drawn.shape == (100, 400, 3)
+    import json
+    with open(osp.join(out, 'preds', 'wide.json')) as f:
+        pred = json.load(f)
+    # the predictions stay in input pixels
+    assert pred['bboxes'] and max(b[2] for b in pred['bboxes']) > 400

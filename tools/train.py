@@ -103,11 +103,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def lock_work_dir(work_dir: str, held: ExitStack) -> None:
-    """Hold ``work_dir`` for this run (the main process of a distributed
-    run holds it for all ranks)."""
+# The variable holding the global rank under each launcher (read before
+# the process group exists).
+RANK_VARIABLES = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID',
+                  'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def lock_work_dir(work_dir: str, launcher: str, held: ExitStack) -> None:
+    """Hold ``work_dir`` for this run (rank 0 of a distributed run holds it
+    for all ranks)."""
     from mmtwins.engine import WorkDirLock
-    if os.environ.get('RANK', '0') != '0':
+    if os.environ.get(RANK_VARIABLES.get(launcher, ''), '0') != '0':
         return
     lock = held.enter_context(WorkDirLock(work_dir))
     if lock.took_over:
@@ -156,7 +162,7 @@ def build_train_config(args: argparse.Namespace,
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
     make_work_dir(cfg.work_dir)
     if held is not None and '://' not in cfg.work_dir:
-        lock_work_dir(cfg.work_dir, held)
+        lock_work_dir(cfg.work_dir, args.launcher, held)
 
     if args.amp:
         if not torch.cuda.is_available():

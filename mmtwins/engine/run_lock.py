@@ -73,7 +73,7 @@ class WorkDirLock:
         self.unsupported: Optional[str] = None
         self._fd: Optional[int] = None
 
-    def acquire(self) -> 'WorkDirLock':
+    def acquire(self) -> WorkDirLock:
         """Take the lock or raise :class:`WorkDirBusyError`."""
         if fcntl is None:  # pragma: no cover
             self.unsupported = 'no fcntl on this platform'
@@ -124,7 +124,7 @@ class WorkDirLock:
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
 
-    def __enter__(self) -> 'WorkDirLock':
+    def __enter__(self) -> WorkDirLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:

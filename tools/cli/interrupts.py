@@ -116,12 +116,14 @@ def report_interrupts(argv: List[str],
         if not quiet and rank == '0':
             folder = work_dir()
             ckpt = last_checkpoint(folder)
-            saved = f'last checkpoint: {ckpt}' if ckpt else \
-                'no checkpoint was written yet'
+            if ckpt:
+                then = (f'last checkpoint: {ckpt}; resume with: '
+                        f'{resume_command(argv, folder)}')
+            else:
+                then = ('no checkpoint was written yet; start again with: '
+                        + shlex.join(['python', 'tools/train.py', *argv]))
             print(f'error: interrupted by {signal_name(signum)} at '
-                  f'{progress()}; {saved}; resume with: '
-                  f'{resume_command(argv, folder)}', file=sys.stderr,
-                  flush=True)
+                  f'{progress()}; {then}', file=sys.stderr, flush=True)
         sys.exit(128 + signum)
     finally:
         if _State.signum is None:

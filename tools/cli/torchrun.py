@@ -60,10 +60,10 @@ def main(argv: List[str]) -> None:
     parser.add_argument('rest', nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = args.rest[1:] if args.rest[:1] == ['--'] else args.rest
-    from torch.distributed.elastic.multiprocessing.api import \
-        SignalException
-    from torch.distributed.elastic.multiprocessing.errors import \
-        ChildFailedError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import (
+        ChildFailedError,
+    )
     from torch.distributed.run import parse_args, run
     try:
         run(parse_args(rest))

@@ -14,8 +14,8 @@ COCO-style training dataset (one with an ``ann_file`` and ``cat_ids``):
   (their boxes are ignored),
 
 and logs one warning naming both. (No overlap at all is an error already:
-the dataset is then empty.) Reading the category names costs one scan of
-the annotation file for its ``"categories"`` list.
+the dataset is then empty.) It costs one scan of the annotation file for
+its ``"categories"`` list and one pass over the loaded samples.
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def coverage_warning(dataset: Any) -> Optional[str]:
             not str(ann_file).endswith('.json'):
         return None
     counts: Counter = Counter()
-    for info in getattr(dataset, 'data_list', []):
-        for inst in info.get('instances', ()):
+    for i in range(len(dataset)):  # data_list may be serialized away
+        for inst in dataset.get_data_info(i).get('instances', ()):
             if not inst.get('ignore_flag', 0):
                 counts[inst.get('bbox_label')] += 1
     unused = [name for i, name in enumerate(classes) if not counts[i]]

@@ -25,9 +25,10 @@ Two more checks guard every save (regular and best):
   :class:`~mmtwins.errors.NonFiniteError` naming the last good checkpoint;
 * a save that fails for lack of space (``ENOSPC``, ``EDQUOT``) stops the
   run with :class:`~mmtwins.errors.CheckpointSaveError` naming the file,
-  the space it needs and the intact previous checkpoint. Output folders on remote
-storage (a URI ``out_dir``) or with explicit ``backend_args`` are written
-as mmengine does.
+  the space it needs and the intact previous checkpoint.
+
+Output folders on remote storage (a URI ``out_dir``) or with explicit
+``backend_args`` are written as mmengine does.
 """
 from __future__ import annotations
 
