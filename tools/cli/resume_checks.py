@@ -11,8 +11,12 @@ config of its run (``meta.cfg``), so :func:`check_resume` compares:
   with ``load_from``;
 * the data, schedule and optimizer settings (``train_dataloader``,
   ``train_cfg``, ``optim_wrapper``, ``param_scheduler``,
-  ``auto_scale_lr``, ``randomness``): the run resumes with the new values,
-  and one warning block lists every changed key with its old and new value;
+  ``auto_scale_lr``, ``randomness``): the run resumes, and one warning
+  block lists every changed key with its old and new value. Changes to
+  ``optim_wrapper.optimizer``, ``optim_wrapper.paramwise_cfg`` and
+  ``param_scheduler`` are marked as not applied: mmengine restores the
+  optimizer's parameter groups (lr, weight decay, momentum) and the
+  schedulers' state from the checkpoint, so the old values stay in force;
 * a schedule that ends at or before the checkpoint (``max_iters`` /
   ``max_epochs``): refused, there would be nothing left to train.
 
@@ -31,6 +35,10 @@ from .errors import ToolError
 #: Top-level keys whose changes are listed in the warning block.
 WARN_KEYS = ('train_dataloader', 'train_cfg', 'optim_wrapper',
              'param_scheduler', 'auto_scale_lr', 'randomness')
+#: Prefixes of the settings that resuming restores from the checkpoint's
+#: optimizer and scheduler state (a new value in the config has no effect).
+RESTORED = ('optim_wrapper.optimizer.', 'optim_wrapper.paramwise_cfg.',
+            'param_scheduler')
 #: Keys inside ``model`` that do not change what is trained.
 MODEL_IGNORED = ('test_cfg', 'init_cfg', 'pretrained')
 _MISSING = '<not set>'
@@ -143,7 +151,10 @@ def check_resume(cfg: Config, checkpoint: Mapping, path: str,
         changes += config_changes(old.get(key), cfg.get(key), key)
     if changes:
         lines = [f'warning: the config differs from the run of {path} in '
-                 f'{len(changes)} settings; resuming with the new values:']
-        lines += [f'  {key}: {_show(a)} -> {_show(b)}'
-                  for key, a, b in changes]
+                 f'{len(changes)} settings; resuming with them:']
+        for key, a, b in changes:
+            kept = ' (not applied: resuming restores the optimizer and ' \
+                'scheduler state of the checkpoint)' \
+                if key.startswith(RESTORED) else ''
+            lines.append(f'  {key}: {_show(a)} -> {_show(b)}{kept}')
         print('\n'.join(lines), file=sys.stderr)
