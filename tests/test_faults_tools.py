@@ -226,17 +226,15 @@ def test_malicious_pickle_is_one_line(tool, tmp_path, mini):
 def test_bad_image_in_training_is_one_short_line(fault, capsys, tmp_path,
                                                  mini):
     data = shutil.copytree(mini, str(tmp_path / 'data'))
-    folder = osp.join(data, 'ade', 'ADEChallengeData2016', 'images',
-                      'training')
+    folder = osp.join(data, 'coco', 'train2017')  # named by the annotations
     image = osp.join(folder, sorted(os.listdir(folder))[0])
     if fault == 'garbage':
         with open(image, 'wb') as f:
             f.write(os.urandom(3000))
     else:
         os.remove(image)
-    cfg = write_config(str(tmp_path / 'seg.py'), 'segmentation', data,
-                       SCHEDULE.format(iters=1) +
-                       'train_dataloader = dict(num_workers=1)\n')
+    cfg = write_config(str(tmp_path / 'det.py'), 'detection', data,
+                       ONE_BLOCK + "train_dataloader['num_workers'] = 1\n")
     code, err = _run(capsys, train_tool, [cfg, '--work-dir',
                                           str(tmp_path / 'w')])
     assert code == 2
@@ -269,7 +267,7 @@ def test_lock_and_signals(tmp_path, mini):
     each, with exit 130 / 143 and the last checkpoint intact."""
     work = str(tmp_path / 'w')
     cfg = _cfg(tmp_path, mini, iters=500,
-               extra='train_dataloader = dict(num_workers=1)\n')
+               extra="train_dataloader['num_workers'] = 1\n")
     with open(tmp_path / 'a.err', 'w') as log:
         run_a = _popen(['tools/train.py', cfg, '--work-dir', work], log,
                        start_new_session=True)

@@ -96,15 +96,16 @@ def unreadable_image(exc: BaseException,
     """An image file that does not decode, or that the annotations name
     but does not exist (also when a data-loader worker hit it)."""
     text = str(exc)
-    match = _UNDECODABLE.search(text)
-    if match:
-        return (f'cannot decode image {match.group(1)}: the file is '
+    # the last match: a worker's traceback text also shows the source line
+    found = [m for m in _UNDECODABLE.findall(text) if '{' not in m]
+    if found:
+        return (f'cannot decode image {found[-1]}: the file is '
                 'damaged or not an image; replace it, or delete it and its '
                 f'annotation (see {DATA_DOC})')
     if isinstance(exc, OSError) and 'DataLoader worker' in text:
-        match = _NO_SUCH_FILE.search(text)
-        if match:
-            return (f'file not found: {match.group(1)} (named by the '
+        found = _NO_SUCH_FILE.findall(text)
+        if found:
+            return (f'file not found: {found[-1]} (named by the '
                     'dataset\'s annotations); restore it, or remove its '
                     f'annotation (see {DATA_DOC})')
     return None
