@@ -218,6 +218,8 @@ def test_malicious_pickle_is_one_line(tool, tmp_path, mini):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert 'pwned' not in proc.stdout
     line = _last_line(proc.stderr)
+    # nothing else on stderr either: no third-party start-up warnings
+    assert proc.stderr.strip().splitlines() == [line]
     assert line.startswith('error: refused to load ') and evil in line, line
     assert 'posix.system' in line and 'weights_only' not in line
 

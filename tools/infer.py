@@ -44,6 +44,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
 
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
 from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa: E402
 
 

@@ -24,6 +24,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction

@@ -33,6 +33,7 @@ Output folders on remote storage (a URI ``out_dir``) or with explicit
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import os.path as osp
 import shutil
@@ -83,6 +84,17 @@ def _no_space(exc: BaseException) -> bool:
     return False
 
 
+class _Drop(logging.Filter):
+    """Drops log records containing any of the given texts."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(t in record.getMessage() for t in self.texts)
+
+
 class _DeferRemoval:
     """A file backend whose ``remove``/``rmtree`` are only recorded."""
 
@@ -112,6 +124,11 @@ class SafeCheckpointHook(CheckpointHook):
                         and '://' not in str(out_dir))
         if self._atomic:
             self.backend_args = dict(backend=BACKEND_NAME)
+        # mmengine's hook and checkpoint saving build a FileClient for
+        # compatibility, which logs deprecation warnings about mmengine's
+        # own API; they say nothing about the run.
+        runner.logger.addFilter(_Drop('"FileClient" will be deprecated',
+                                      '"HardDiskBackend" is the alias'))
         super().before_train(runner)
         if self._atomic and is_main_process():
             for path in leftover_temp_files(self.out_dir):
