@@ -23,7 +23,7 @@ from mmtwins.utils.checkpoint_fit import read_checkpoint
 
 
 def _training_ckpt(path, it, size=8):
-    torch.save(dict(meta=dict(epoch=0, iter=it),
+    torch.save(dict(meta=dict(epoch=0, iter=it), message_hub={},
                     state_dict={'w': torch.zeros(size)}), str(path))
     return str(path)
 
