@@ -490,3 +490,26 @@ def test_infer_draws_large_images_downscaled(capsys, tmp_path, mini):
         pred = json.load(f)
     # the predictions stay in input pixels
     assert pred['bboxes'] and max(b[2] for b in pred['bboxes']) > 400
+
+
+def test_empty_metrics_are_an_error(capsys, tmp_path, mini):
+    """A detector that scores no box above the threshold gives mmdet's
+    CocoMetric nothing to evaluate: an error, not an empty report."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = write_config(str(tmp_path / 'det.py'), 'detection', mini,
+                       ONE_BLOCK)
+    config = Config.fromfile(cfg)
+    init_default_scope(config.default_scope)
+    ckpt = str(tmp_path / 'det.pth')
+    torch.save({'state_dict': MODELS.build(config.model).state_dict()}, ckpt)
+    work = str(tmp_path / 'w')
+    code, err = _run(capsys, test_tool, [
+        cfg, ckpt, '--work-dir', work, '--cfg-options',
+        'model.test_cfg.score_thr=1.01'])
+    assert code == 2
+    assert _last_line(err) == (
+        f'error: the evaluator returned no metrics for {ckpt} (no box '
+        'scored above model.test_cfg.score_thr): the model is untrained or '
+        'broken; no report was written')
+    assert not osp.exists(osp.join(work, 'metrics.json'))
