@@ -45,7 +45,9 @@ def failure_line(failures: Dict[int, Any], hint: str) -> str:
     code = failure.exitcode
     how = (f'was killed by {_signal_of(code)}' if code < 0 else
            f'exited with status {code}')
-    others = [r for r in failures if r != rank]
+    # ranks that failed on their own, not by torchrun's SIGTERM
+    others = [r for r, f in failures.items() if r != rank
+              and f.exitcode not in (-signal.SIGTERM, 128 + signal.SIGTERM)]
     also = (f' (rank{"s" if len(others) > 1 else ""} '
             f'{", ".join(map(str, sorted(others)))} then failed too)'
             if others else '')
