@@ -17,3 +17,17 @@ class CheckpointError(InputError, ValueError):
 
 class ConfigDataMismatchError(InputError, ValueError):
     """A config that disagrees with its dataset (e.g. ``num_classes``)."""
+
+
+class NonFiniteError(InputError, ArithmeticError):
+    """A loss or model weights that are NaN or infinite (a run that
+    diverged, usually from a learning rate that is too high)."""
+
+
+class CheckpointSaveError(InputError, OSError):
+    """A checkpoint that could not be written (e.g. the disk is full); the
+    previous checkpoint is intact."""
+
+
+class WorkDirBusyError(InputError, RuntimeError):
+    """A work dir that another training run holds."""

@@ -8,6 +8,8 @@ checkpoint with mmengine's own hook.
 import glob
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from mmtwins.utils.checkpoint_fit import read_checkpoint
 
 
 def _training_ckpt(path, it, size=8):
-    torch.save(dict(meta=dict(epoch=0, iter=it),
+    torch.save(dict(meta=dict(epoch=0, iter=it), message_hub={},
                     state_dict={'w': torch.zeros(size)}), str(path))
     return str(path)
 
@@ -80,8 +82,11 @@ def test_hook_keeps_the_newest_and_points_at_it(tmp_path):
     """Same files as mmengine's hook: the newest ``max_keep_ckpts``, and
     ``last_checkpoint`` naming the newest; no temporary file left."""
     work = str(tmp_path)
-    # A temporary file from a save that was killed earlier.
-    stale = osp.join(work, '.iter_9.pth.tmp-1')
+    # A temporary file from a save that was killed earlier (its writer, a
+    # process that has ended, named by its pid).
+    writer = subprocess.Popen([sys.executable, '-c', 'pass'])
+    writer.wait()
+    stale = osp.join(work, f'.iter_9.pth.tmp-{writer.pid}')
     open(stale, 'wb').close()
     runner = Runner(
         model=ToyModel(), work_dir=work, experiment_name='safe-hook',

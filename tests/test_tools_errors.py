@@ -416,7 +416,9 @@ CASES = [
 @pytest.fixture(scope='module')
 def weights(det_weights, seg_weights, tmp_path_factory):
     checkpoint = torch.load(det_weights)
-    checkpoint['meta'] = dict(epoch=1, iter=1)  # looks like a training run
+    # looks like a training run
+    checkpoint['meta'] = dict(epoch=1, iter=1)
+    checkpoint['message_hub'] = {}
     det_train = str(tmp_path_factory.mktemp('ckpt') / 'det_train.pth')
     torch.save(checkpoint, det_train)
     return dict(det=det_weights, seg=seg_weights, det_train=det_train)
@@ -442,14 +444,17 @@ def test_resume_skip_warning_names_the_file(capsys, tmp_path, data):
 
 @pytest.mark.parametrize('how', ['flag', 'env'])
 def test_debug_shows_the_traceback(how, capsys, tmp_path, monkeypatch):
+    """The traceback comes above the same line; the exit status stays 2."""
     argv = [str(tmp_path / 'nope.py')]
     if how == 'flag':
         argv.append('--debug')
     else:
         monkeypatch.setenv('MMTWINS_DEBUG', '1')
-    from tools.cli.errors import ToolError
-    with pytest.raises(ToolError, match='config file not found'):
-        train_tool.main(argv)
+    code, err = _run(capsys, 'train', argv)
+    assert code == 2
+    assert 'Traceback' in err and 'ToolError' in err
+    assert err.strip().splitlines()[-1] == (
+        f'error: config file not found: {tmp_path}/nope.py')
 
 
 def test_new_cfg_option_keys_are_accepted(capsys, tmp_path, mini):

@@ -43,7 +43,10 @@ def test_dist_train_single_node_picks_a_free_port(fake_python):
     for proc in procs:
         assert proc.returncode == 0, proc.stderr
         args = proc.stdout.split()
-        assert args[:3] == ['ARGS', '-m', 'torch.distributed.run']
+        # torchrun through the wrapper that names a failed rank
+        assert args[:3] == ['ARGS', '-m', 'tools.cli.torchrun']
+        assert '--retry-hint resume with: bash tools/dist_train.sh cfg.py 2 ' \
+            '--amp --resume --' in proc.stdout
         assert '--nproc_per_node=2' in args and '--nnodes=1' in args
         assert args[-4:] == ['cfg.py', '--launcher', 'pytorch', '--amp']
         assert args[-5].endswith('tools/train.py')
@@ -63,6 +66,9 @@ def test_dist_test_multi_node_knobs(fake_python):
         assert expected in args
     assert args[-5:] == ['cfg.py', 'model.pth', '--launcher', 'pytorch',
                          '--tta']
+    assert args[:3] == ['ARGS', '-m', 'tools.cli.torchrun']
+    assert '--retry-hint run it again with: bash tools/dist_test.sh cfg.py ' \
+        'model.pth 4 --tta --' in proc.stdout
 
 
 @pytest.mark.parametrize('env, message', [

@@ -14,7 +14,9 @@ GPUS=$3
 shift 3
 TOOLS=$(cd "$(dirname "$0")" && pwd)
 source "$TOOLS/dist_common.sh"
-exec "$PYTHON" -m torch.distributed.run \
+# The one line printed above torchrun's report when a rank fails.
+HINT="run it again with: bash tools/dist_test.sh $(printf '%q ' "$CONFIG" "$CHECKPOINT" "$GPUS" "$@")"
+exec "$PYTHON" -m tools.cli.torchrun --retry-hint "${HINT% }" -- \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$GPUS" \
   --master_addr="$MASTER_ADDR" --master_port="$PORT" \
   "$TOOLS/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

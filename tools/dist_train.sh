@@ -19,7 +19,10 @@ GPUS=$2
 shift 2
 TOOLS=$(cd "$(dirname "$0")" && pwd)
 source "$TOOLS/dist_common.sh"
-exec "$PYTHON" -m torch.distributed.run \
+# The one line printed above torchrun's report when a rank fails.
+HINT="resume with: bash tools/dist_train.sh $(printf '%q ' "$CONFIG" "$GPUS" "$@")"
+case " $* " in *" --resume"*) ;; *) HINT="$HINT--resume" ;; esac
+exec "$PYTHON" -m tools.cli.torchrun --retry-hint "${HINT% }" -- \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$GPUS" \
   --master_addr="$MASTER_ADDR" --master_port="$PORT" \
   "$TOOLS/train.py" "$CONFIG" --launcher pytorch "$@"

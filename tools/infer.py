@@ -16,7 +16,14 @@ quoted glob, with a progress bar. Per image it writes, under ``--out-dir``:
 CONFIG_OR_ZOO_NAME is a config file or a model-zoo name, i.e. a config's
 stem in ``configs/*/metafile.yml`` (``retinanet_twins_pcpvt_s_1x_coco``).
 The checkpoint must belong to that config: other models' checkpoints are
-refused, not loaded partly.
+refused, not loaded partly (and so are checkpoints with NaN/inf weights).
+
+A file in a folder or glob that does not decode as an image is named on
+one ``error:`` line and skipped; the other images are processed, and the
+tool then exits with status 1 and a last line with the count. Pictures
+larger than ``--max-vis-size`` pixels (longer side, default 2000) are drawn
+downscaled, which bounds the drawing memory of very large photos; the
+predictions stay in input pixels.
 
 Examples::
 
@@ -37,6 +44,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
 
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
 from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa: E402
 
 
@@ -59,12 +67,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'available, else cpu)')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images per forward pass')
+    parser.add_argument('--max-vis-size', type=int, default=2000,
+                        help='longest side of the drawn pictures in pixels; '
+                        'larger images are drawn downscaled (default 2000)')
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     if args.batch_size < 1:
         parser.error('--batch-size must be at least 1')
+    if args.max_vis_size < 16:
+        parser.error('--max-vis-size must be at least 16')
     return args
 
 
@@ -90,7 +103,9 @@ def _save_seg(path: str, labels, classes: List[str],
 
 
 def run(args: argparse.Namespace) -> List[str]:
-    """Run the inferencer; returns the written JSON paths."""
+    """Run the inferencer; returns the written JSON paths. Files that do
+    not decode are named on stderr and skipped (:func:`main` counts
+    them)."""
     from mmengine.config import Config
 
     from mmtwins.utils.inference import (
@@ -100,10 +115,16 @@ def run(args: argparse.Namespace) -> List[str]:
     )
 
     config = resolve_config(args.model)
-    images = collect_images(args.input)
+    images, unreadable = collect_images(args.input)
+    for path, reason in unreadable:
+        print(f'error: cannot read {path} as an image ({reason}); skipped',
+              file=sys.stderr)
+    args.unreadable = unreadable
+    if not images:
+        return []
     cfg = Config.fromfile(config)
     task, inferencer = build_inferencer(cfg, config, args.checkpoint,
-                                        args.device)
+                                        args.device, args.max_vis_size)
     classes = list(inferencer.model.dataset_meta['classes'])
     os.makedirs(osp.join(args.out_dir, 'preds'), exist_ok=True)
     written = []
@@ -149,7 +170,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     # Bad input (mmtwins.errors.InputError) ends in one `error:` line.
     with exit_on_user_error(args.debug):
-        run(args)
+        written = run(args)
+    bad = len(args.unreadable)
+    if bad:
+        print(f'error: {bad} of {bad + len(written)} files could not be '
+              f'read as images (named above); the other {len(written)} '
+              'were processed', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -9,8 +9,10 @@ readable ``report.md`` into the work dir (see
 :mod:`tools.cli.eval_report`); segmentation reports carry per-class
 IoU and accuracy.
 
-The checkpoint must fit the model key for key and shape for shape: a
-checkpoint of another model is refused with the counts and the first
+The checkpoint must fit the model key for key and shape for shape and
+hold finite weights (a checkpoint of a diverged run is refused, as is an
+evaluation that returns no metric at all); a checkpoint of another model
+is refused with the counts and the first
 missing, unexpected and mis-shaped keys (``--allow-partial-load`` loads the
 keys that fit, on purpose). User errors end in one ``error:`` line and exit
 status 2 (``--debug``: traceback).
@@ -30,6 +32,8 @@ import sys
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
+
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -208,6 +212,25 @@ def compile_for_test(model) -> None:
             part.compile()
 
 
+def require_metrics(metrics, checkpoint: str, task: str) -> None:
+    """An evaluation without a single finite metric is an error, not a
+    report of zeros (a diverged or untrained model)."""
+    import math
+
+    from tools.cli.errors import ToolError
+    for value in (metrics or {}).values():
+        try:
+            if not isinstance(value, str) and math.isfinite(float(value)):
+                return
+        except (TypeError, ValueError):
+            continue
+    why = ('no box scored above model.test_cfg.score_thr'
+           if task == 'detection' else 'every metric is NaN')
+    raise ToolError(f'the evaluator returned no metrics for {checkpoint} '
+                    f'({why}): the model is untrained or broken; no report '
+                    'was written')
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     from tools.cli.errors import exit_on_user_error
@@ -234,6 +257,7 @@ def main(argv=None) -> None:
         if args.compile:
             compile_for_test(runner.model)
         metrics = runner.test()
+        require_metrics(metrics, args.checkpoint, task)
     if is_main_process():
         ds_cfg = _innermost_dataset(cfg.test_dataloader)
         dataset = dict(type=str(ds_cfg.get('type')),

@@ -9,9 +9,19 @@ mmtwins hooks (a config need not list it in ``custom_imports``) and lets
 ``--resume`` read mmengine checkpoints under torch's safe loading.
 
 ``--resume`` without a value resumes from the newest checkpoint in the work
-dir that loads (and says which ones it skipped, or that there is nothing to
-resume); a checkpoint that does not fit the model is refused. User errors
-end in one ``error:`` line and exit status 2 (``--debug``: traceback).
+dir that loads and has finite weights (and says which ones it skipped, or
+that there is nothing to resume); a checkpoint that does not fit the model,
+or whose run had another model, is refused, and changed data, schedule or
+optimizer settings are listed (:mod:`tools.cli.resume_checks`). User
+errors end in one ``error:`` line and exit status 2 (``--debug``: the
+traceback too).
+
+Faults a run survives with one line (docs/en/user_guides/
+resume_and_crash_safety.md): a NaN/inf loss stops it before a diverged
+model is saved (``--nan-patience``); a second run in the same work dir is
+refused (``WORK_DIR/.train.lock``); a full disk during a save names the
+file and the intact previous checkpoint; Ctrl-C / SIGTERM say where the
+run stopped and how to resume (exit 130 / 143).
 
 Examples::
 
@@ -26,11 +36,14 @@ import argparse
 import os
 import os.path as osp
 import sys
+from contextlib import ExitStack
 from typing import Optional
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a clone without installing
+
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         'every step (mmtwins.utils.cpu_memory; about 20%% of a Twins-S '
         '512x512 step); default keeps glibc\'s policy. No effect on GPUs')
     parser.add_argument(
+        '--nan-patience', type=int, metavar='N',
+        help='consecutive NaN/inf losses tolerated before training stops '
+        '(default 0: the first stops it; mmtwins.FiniteLossHook)')
+    parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the lr by the actual / base batch size '
         '(needs auto_scale_lr.base_batch_size in the config)')
@@ -81,15 +98,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.nan_patience is not None and args.nan_patience < 0:
+        parser.error('--nan-patience must be >= 0')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def build_train_config(args: argparse.Namespace):
-    """The config for ``args``, checked and with the CLI flags applied."""
+# The variable holding the global rank under each launcher (read before
+# the process group exists).
+RANK_VARIABLES = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID',
+                  'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def lock_work_dir(work_dir: str, launcher: str, held: ExitStack) -> None:
+    """Hold ``work_dir`` for this run (rank 0 of a distributed run holds it
+    for all ranks)."""
+    from mmtwins.engine import WorkDirLock
+    if os.environ.get(RANK_VARIABLES.get(launcher, ''), '0') != '0':
+        return
+    lock = held.enter_context(WorkDirLock(work_dir))
+    if lock.took_over:
+        print(f'note: took over the lock of {work_dir} from process '
+              f'{lock.took_over.get("pid")}, which no longer runs',
+              file=sys.stderr)
+    if lock.unsupported:
+        print(f'warning: cannot lock {work_dir} ({lock.unsupported}): '
+              'nothing stops a second run in it', file=sys.stderr)
+
+
+def check_load_from(load_from: str) -> None:
+    """A ``load_from`` checkpoint must load under safe loading and have
+    finite weights (mmengine would fail with torch's traceback)."""
+    from mmtwins.utils.checkpoint_fit import (
+        read_checkpoint,
+        require_finite,
+        weights_of,
+    )
+    require_finite(weights_of(read_checkpoint(
+        load_from, 'checkpoint (load_from)')), load_from)
+
+
+def build_train_config(args: argparse.Namespace,
+                       held: Optional[ExitStack] = None):
+    """The config for ``args``, checked and with the CLI flags applied;
+    the work dir is locked into ``held`` for the run's life."""
     import torch
 
+    from mmtwins.utils.checkpoint_fit import read_checkpoint
     from tools.cli.checkpoint_checks import choose_resume_checkpoint
     from tools.cli.config_checks import (
         check_dataset_paths,
@@ -100,11 +156,15 @@ def build_train_config(args: argparse.Namespace):
     )
     from tools.cli.dist_env import setup_distributed
     from tools.cli.errors import ToolError
+    from tools.cli.resume_checks import check_resume
+    from tools.cli.train_hooks import add_guard_hooks
 
     cfg = load_config(args.config, args.cfg_options)
-    task_of(cfg)
+    task = task_of(cfg)
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
     make_work_dir(cfg.work_dir)
+    if held is not None and '://' not in cfg.work_dir:
+        lock_work_dir(cfg.work_dir, args.launcher, held)
 
     if args.amp:
         if not torch.cuda.is_available():
@@ -148,15 +208,21 @@ def build_train_config(args: argparse.Namespace):
         scale['enable'] = True
         cfg.auto_scale_lr = scale
 
+    add_guard_hooks(cfg, task, args.nan_patience)
     if args.resume is not None:
         cfg.resume = True
         cfg.load_from = choose_resume_checkpoint(args.resume, cfg.work_dir)
+    elif cfg.get('load_from'):
+        check_load_from(cfg.load_from)
 
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')
     check_dataset_paths(cfg, loaders)
     setup_distributed(cfg, args.launcher)
+    if args.resume is not None:
+        check_resume(cfg, read_checkpoint(cfg.load_from), cfg.load_from,
+                     args.config)
     return cfg
 
 
@@ -172,10 +238,17 @@ def apply_cpu_malloc(policy: str) -> Optional[str]:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from tools.cli.errors import exit_on_user_error
+    from tools.cli.dist_env import silent_when_a_peer_died
+    from tools.cli.errors import debug_requested, exit_on_user_error
+    from tools.cli.interrupts import report_interrupts
 
-    with exit_on_user_error(args.debug) as ctx:
+    with exit_on_user_error(args.debug) as ctx, \
+            silent_when_a_peer_died(debug_requested(args.debug)), \
+            report_interrupts(argv, lambda: getattr(ctx.cfg, 'work_dir',
+                                                    None)), \
+            ExitStack() as held:
         import mmtwins  # noqa: F401  (registers modules, safe checkpoint load)
         from tools.cli.checkpoint_checks import (
             checkpoint_weights,
@@ -183,7 +256,7 @@ def main(argv=None) -> None:
         )
         from tools.cli.runner import build_runner
 
-        cfg = ctx.cfg = build_train_config(args)
+        cfg = ctx.cfg = build_train_config(args, held)
         malloc = apply_cpu_malloc(args.malloc)
         if malloc:
             print(malloc, file=sys.stderr)

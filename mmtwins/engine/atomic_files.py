@@ -70,10 +70,34 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
     _fsync_dir(folder)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a process of
+    another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def leftover_temp_files(folder: str) -> List[str]:
-    """Temporary files of writes that were killed before their rename."""
-    return sorted(glob.glob(osp.join(glob.escape(folder),
-                                     f'.*{_TMP_SUFFIX}*')))
+    """Temporary files of writes that were killed before their rename.
+
+    Only files whose writer (the ``PID`` in ``.NAME.tmp-PID``) no longer
+    runs: the temporary file of a save in progress in another process is
+    left alone.
+    """
+    out = []
+    for path in glob.glob(osp.join(glob.escape(folder),
+                                   f'.*{_TMP_SUFFIX}*')):
+        pid = path.rsplit(_TMP_SUFFIX, 1)[1]
+        if not pid.isdigit() or not process_alive(int(pid)):
+            out.append(path)
+    return sorted(out)
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -6,8 +6,9 @@ that does not name the file, and a work dir with nothing in it silently
 starts from scratch. :func:`find_resume_checkpoint` instead tries, newest
 first, the file that ``last_checkpoint`` names and then every ``*.pth`` in
 the work dir (``best_*`` files hold no optimizer state and are left out),
-and returns the first one that loads as a training checkpoint, with the
-reason each newer candidate was skipped.
+and returns the first one that loads as a training checkpoint with finite
+weights, with the reason each newer candidate was skipped (truncated, no
+training state, NaN/inf weights of a run that diverged).
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ import re
 from typing import List, Mapping, NamedTuple, Optional, Tuple
 
 from mmtwins.errors import CheckpointError
-from mmtwins.utils.checkpoint_fit import read_checkpoint
+from mmtwins.utils.checkpoint_fit import (
+    read_checkpoint,
+    require_finite,
+    weights_of,
+)
 
 _NUMBER = re.compile(r'(\d+)\.pth$')
 
@@ -39,6 +44,10 @@ def training_state_problem(checkpoint: Mapping) -> Optional[str]:
                 'weights only')
     if 'state_dict' not in checkpoint:
         return 'it has no state_dict'
+    if 'message_hub' not in checkpoint:
+        # what mmdet's publish_model keeps: meta and weights only
+        return ('it has no training state (no message_hub): it holds '
+                'weights and meta only, like a published model')
     return None
 
 
@@ -73,7 +82,10 @@ def find_resume_checkpoint(work_dir: str) -> ResumeChoice:
     candidates, skipped = _candidates(work_dir)
     for path in candidates:
         try:
-            problem = training_state_problem(read_checkpoint(path))
+            checkpoint = read_checkpoint(path)
+            problem = training_state_problem(checkpoint)
+            if problem is None:
+                require_finite(weights_of(checkpoint), path)
         except CheckpointError as exc:
             problem = str(exc)
         if problem is None:

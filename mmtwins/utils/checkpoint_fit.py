@@ -9,6 +9,8 @@ zero. The functions here make the mismatch an error instead:
   file when it is missing, truncated, not a checkpoint or refused;
 * :func:`weights_of` takes the model weights out of a checkpoint dict;
 * :func:`compare_state_dicts` lists missing, unexpected and mis-shaped keys;
+* :func:`non_finite_keys` / :func:`require_finite` find NaN or infinite
+  weights (a checkpoint of a run that diverged);
 * :func:`unwrap_model` finds the model inside DDP / TTA wrappers.
 """
 from __future__ import annotations
@@ -106,6 +108,33 @@ def weights_of(checkpoint: Mapping) -> Dict[str, Any]:
     state = checkpoint.get('state_dict', checkpoint)
     return {(k[7:] if k.startswith('module.') else k): v
             for k, v in state.items()}
+
+
+def non_finite_keys(weights: Mapping[str, Any]) -> List[str]:
+    """The keys of the floating-point tensors in ``weights`` that hold a
+    NaN or an infinity."""
+    bad = []
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    return bad
+
+
+def require_finite(weights: Mapping[str, Any], checkpoint: str) -> None:
+    """Refuse the weights of a run that diverged.
+
+    Raises:
+        CheckpointError: naming how many tensors hold NaN/inf and the first.
+    """
+    bad = non_finite_keys(weights)
+    if bad:
+        total = sum(isinstance(v, torch.Tensor) and v.is_floating_point()
+                    for v in weights.values())
+        raise CheckpointError(
+            f'checkpoint {checkpoint} has non-finite weights (NaN or inf in '
+            f'{len(bad)} of {total} tensors, e.g. {bad[0]}): it was saved '
+            'by a run that diverged; use an earlier checkpoint of that run')
 
 
 def _named(keys: List[str], limit: int) -> str:

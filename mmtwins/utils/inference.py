@@ -14,10 +14,15 @@ directly:
   (what mmengine's Runner saves) or else from the config's test dataset,
   never from the COCO / Cityscapes defaults the inferencers fall back to.
 
+The visualizer draws at most ``max_vis_size`` pixels on the longer side:
+a larger picture is drawn downscaled (boxes, masks and label maps scaled
+with it), so an 8000x8000 photo does not need a full-size drawing canvas.
+The predictions themselves stay in input pixels.
+
 :func:`resolve_config` turns a zoo name (a config's stem, e.g.
 ``retinanet_twins_pcpvt_s_1x_coco``) into its config path through
 ``configs/*/metafile.yml``; :func:`collect_images` expands an image, a
-folder or a glob and checks that every file is a readable image.
+folder or a glob and sorts out the files that do not decode as images.
 
 User mistakes raise :class:`InferenceInputError` (or
 :class:`~mmtwins.errors.CheckpointError` for the checkpoint), both
@@ -31,7 +36,7 @@ import difflib
 import glob
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import yaml
 
@@ -39,6 +44,7 @@ from mmtwins.errors import CheckpointError, InputError
 from mmtwins.utils.checkpoint_fit import (
     compare_state_dicts,
     read_checkpoint,
+    require_finite,
     weights_of,
 )
 
@@ -86,13 +92,22 @@ def resolve_config(name: str, config_root: Optional[str] = None) -> str:
         f'{name!r} is neither a config file nor a model-zoo name{hint}')
 
 
-def collect_images(pattern: str) -> List[str]:
+class ImageList(NamedTuple):
+    """The images to process and the ``(path, reason)`` of the files that
+    were skipped because they do not decode."""
+
+    paths: List[str]
+    unreadable: List[Tuple[str, str]]
+
+
+def collect_images(pattern: str) -> ImageList:
     """The image files named by an image path, a folder or a glob.
 
     A folder gives its images (by extension, not recursive); a glob gives
-    its matches that are files. The list is sorted. Every file must decode
-    as an image, and no two may share a file name, because the outputs are
-    named after it.
+    its matches that are files. The list is sorted. A file that does not
+    decode is listed in ``unreadable`` (a single image path that does not
+    decode is an error), and no two images may share a file name, because
+    the outputs are named after it.
     """
     import mmcv
 
@@ -110,24 +125,43 @@ def collect_images(pattern: str) -> List[str]:
         if not paths:
             raise InferenceInputError(
                 f'no image, folder or glob matches found for {pattern}')
-    paths = sorted(paths)
+    single = osp.isfile(pattern)
+    good: List[str] = []
+    bad: List[Tuple[str, str]] = []
     seen: Dict[str, str] = {}
-    for path in paths:
-        try:
-            img = mmcv.imread(path)
-        except Exception:  # OpenCV/Pillow errors differ by backend
-            img = None
-        if img is None:
-            raise InferenceInputError(
-                f'cannot read {path} as an image (unsupported or damaged '
-                'file); pass image files only')
+    for path in sorted(paths):
+        reason = _unreadable(path, mmcv)
+        if reason:
+            if single:
+                raise InferenceInputError(
+                    f'cannot read {path} as an image ({reason}); pass image '
+                    'files only')
+            bad.append((path, reason))
+            continue
+        good.append(path)
         name = osp.basename(path)
         if name in seen:
             raise InferenceInputError(
                 f'{seen[name]} and {path} have the same file name and would '
                 'overwrite each other\'s outputs; run them separately')
         seen[name] = path
-    return paths
+    return ImageList(good, bad)
+
+
+def _unreadable(path: str, mmcv) -> Optional[str]:
+    """Why ``path`` does not decode as an image, or None if it does."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(1)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not head:
+        return 'empty file'
+    try:
+        img = mmcv.imread(path)
+    except Exception:  # OpenCV/Pillow errors differ by backend
+        img = None
+    return None if img is not None else 'unsupported or damaged file'
 
 
 def check_state_dict(model, state: Mapping[str, Any], checkpoint: str,
@@ -159,6 +193,63 @@ def dataset_meta(checkpoint: Mapping[str, Any], cfg) -> Dict[str, Any]:
     return {k: meta[k] for k in ('classes', 'palette') if meta.get(k)}
 
 
+#: Longest side, in pixels, of the pictures the tools draw.
+MAX_VIS_SIZE = 2000
+
+
+def _scaled_sample(sample: Any, scale: float, shape: Tuple[int, int]):
+    """A copy of a det/seg data sample with its predictions scaled to a
+    picture of ``shape`` (only the fields the visualizers draw)."""
+    import cv2
+    import numpy as np
+    import torch
+    out = sample.__class__(metainfo=dict(sample.metainfo))
+    h, w = shape
+    if 'pred_instances' in sample:
+        from mmengine.structures import InstanceData
+        inst = InstanceData(
+            metainfo=dict(sample.pred_instances.metainfo),
+            **{k: v for k, v in sample.pred_instances.items()
+               if k != 'masks'})
+        if 'bboxes' in inst:
+            inst.bboxes = inst.bboxes * scale
+        masks = sample.pred_instances.get('masks')
+        if masks is not None:
+            small = [cv2.resize(np.asarray(m.cpu() if torch.is_tensor(m)
+                                           else m, dtype=np.uint8), (w, h),
+                                interpolation=cv2.INTER_NEAREST)
+                     for m in masks]
+            inst.masks = torch.from_numpy(np.stack(small).astype(bool)) \
+                if small else torch.zeros(0, h, w, dtype=torch.bool)
+        out.pred_instances = inst
+    if 'pred_sem_seg' in sample:
+        from mmengine.structures import PixelData
+        labels = sample.pred_sem_seg.data[0].cpu().numpy()
+        small = cv2.resize(labels.astype(np.int32), (w, h),
+                           interpolation=cv2.INTER_NEAREST)
+        out.pred_sem_seg = PixelData(
+            data=torch.from_numpy(small.astype(labels.dtype))[None])
+    return out
+
+
+def cap_drawing_size(visualizer: Any, max_size: int = MAX_VIS_SIZE) -> None:
+    """Make ``visualizer.add_datasample`` draw pictures larger than
+    ``max_size`` pixels (longer side) downscaled, predictions included."""
+    import mmcv
+    draw = visualizer.add_datasample
+
+    def add_datasample(name, image, data_sample=None, *args, **kwargs):
+        scale = max_size / max(image.shape[:2])
+        if scale < 1:
+            image = mmcv.imrescale(image, scale)
+            if data_sample is not None:
+                data_sample = _scaled_sample(data_sample, scale,
+                                             image.shape[:2])
+        return draw(name, image, data_sample, *args, **kwargs)
+
+    visualizer.add_datasample = add_datasample
+
+
 def _strict_class(base: type) -> type:
     """``base`` (an inferencer class) whose model loads strictly."""
 
@@ -187,7 +278,8 @@ def _strict_class(base: type) -> type:
 
 
 def build_inferencer(cfg, config_path: str, checkpoint: str,
-                     device: Optional[str] = None):
+                     device: Optional[str] = None,
+                     max_vis_size: int = MAX_VIS_SIZE):
     """``(task, inferencer)`` for a loaded config and a checkpoint path.
 
     Args:
@@ -196,6 +288,7 @@ def build_inferencer(cfg, config_path: str, checkpoint: str,
         checkpoint (str): Checkpoint file; must fit the model exactly.
         device (str, optional): ``'cpu'``, ``'cuda'``, ``'cuda:1'``...;
             None picks the available one.
+        max_vis_size (int): longest side of the drawn pictures.
     """
     scope = cfg.get('default_scope')
     if scope not in TASKS:
@@ -204,6 +297,7 @@ def build_inferencer(cfg, config_path: str, checkpoint: str,
             "inference needs 'mmdet' or 'mmseg'")
     ckpt = read_checkpoint(checkpoint)
     state = weights_of(ckpt)
+    require_finite(state, checkpoint)
     meta = dataset_meta(ckpt, cfg)
     kwargs = dict(state_dict=state, meta=meta,
                   names=(checkpoint, config_path))
@@ -217,4 +311,5 @@ def build_inferencer(cfg, config_path: str, checkpoint: str,
             model=cfg, weights=None, device=device,
             classes=meta.get('classes'), palette=meta.get('palette'),
             **kwargs)
+    cap_drawing_size(inferencer.visualizer, max_vis_size)
     return TASKS[scope], inferencer

@@ -24,6 +24,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
@@ -56,10 +58,14 @@ def build_model(cfg, checkpoint, device):
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
+    from mmtwins.utils.checkpoint_fit import read_checkpoint
+
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     model = revert_sync_batchnorm(model)
     if checkpoint:
+        # the safe loader's one-line refusal of a file it will not unpickle
+        read_checkpoint(checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 

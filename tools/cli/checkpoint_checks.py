@@ -1,10 +1,13 @@
 """Checkpoint checks of the tools: strict evaluation and safe resume.
 
 * :func:`choose_resume_checkpoint`: ``--resume`` without a value takes the
-  newest checkpoint in the work dir that loads
+  newest checkpoint in the work dir that loads and has finite weights
   (:func:`mmtwins.engine.find_resume_checkpoint`), names every newer one it
   skips, and stops when there is nothing to resume; ``--resume CKPT`` must
-  be a training checkpoint (not weights only).
+  be a training checkpoint (not weights only, not a published model with
+  ``meta`` and ``state_dict`` only) with finite weights.
+* :func:`checkpoint_weights`: the weights of a checkpoint to evaluate,
+  refused when they hold NaN/inf (a run that diverged).
 * :func:`require_fit`: the checkpoint's weights must fit the built model
   key for key and shape for shape (``tools/test.py`` accepts a partial fit
   with ``--allow-partial-load``).
@@ -19,6 +22,7 @@ from mmtwins.engine.resume import training_state_problem
 from mmtwins.utils.checkpoint_fit import (
     compare_state_dicts,
     read_checkpoint,
+    require_finite,
     unwrap_model,
     weights_of,
 )
@@ -34,11 +38,13 @@ def choose_resume_checkpoint(resume: str, work_dir: str) -> str:
         work_dir (str): the run's work dir (searched for ``'auto'``).
     """
     if resume != 'auto':
-        problem = training_state_problem(read_checkpoint(resume))
+        checkpoint = read_checkpoint(resume)
+        problem = training_state_problem(checkpoint)
         if problem:
             raise ToolError(
                 f'cannot resume from {resume}: {problem}; to start a new '
                 f'run from its weights use --cfg-options load_from={resume}')
+        require_finite(weights_of(checkpoint), resume)
         return resume
     choice = find_resume_checkpoint(work_dir)
     for path, reason in choice.skipped:
@@ -59,8 +65,11 @@ def choose_resume_checkpoint(resume: str, work_dir: str) -> str:
 
 def checkpoint_weights(checkpoint: str) -> Dict[str, Any]:
     """The model weights in ``checkpoint`` (read memory-mapped, so that an
-    unreadable file fails before the model is built)."""
-    return weights_of(read_checkpoint(checkpoint))
+    unreadable file fails before the model is built); NaN/inf weights are
+    refused."""
+    weights = weights_of(read_checkpoint(checkpoint))
+    require_finite(weights, checkpoint)
+    return weights
 
 
 def require_fit(model, weights: Mapping[str, Any], checkpoint: str,

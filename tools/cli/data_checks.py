@@ -9,6 +9,7 @@ the tool would not want to parse up front.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator, List, Optional, Tuple
 
 from .config_checks import dataset_paths
@@ -84,4 +85,30 @@ def no_sample_of_the_classes(exc: BaseException,
             'annotations')
 
 
-DATA_DIAGNOSES = [invalid_json, no_sample_of_the_classes]
+# mmcv's LoadImageFromFile on bytes that do not decode, and a missing file
+# as a data-loader worker re-raises it (the path inside its traceback text).
+_UNDECODABLE = re.compile(r'failed to load image: (\S+)')
+_NO_SUCH_FILE = re.compile(r"No such file or directory: '([^']+)'")
+
+
+def unreadable_image(exc: BaseException,
+                     ctx: ErrorContext) -> Optional[str]:
+    """An image file that does not decode, or that the annotations name
+    but does not exist (also when a data-loader worker hit it)."""
+    text = str(exc)
+    # the last match: a worker's traceback text also shows the source line
+    found = [m for m in _UNDECODABLE.findall(text) if '{' not in m]
+    if found:
+        return (f'cannot decode image {found[-1]}: the file is '
+                'damaged or not an image; replace it, or delete it and its '
+                f'annotation (see {DATA_DOC})')
+    if isinstance(exc, OSError) and 'DataLoader worker' in text:
+        found = _NO_SUCH_FILE.findall(text)
+        if found:
+            return (f'file not found: {found[-1]} (named by the '
+                    'dataset\'s annotations); restore it, or remove its '
+                    f'annotation (see {DATA_DOC})')
+    return None
+
+
+DATA_DIAGNOSES = [invalid_json, no_sample_of_the_classes, unreadable_image]

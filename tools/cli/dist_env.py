@@ -12,10 +12,17 @@ places, and :func:`setup_distributed` works around each:
 * the model is wrapped in DDP with ``device_ids=[LOCAL_RANK]``: the wrapper
   config gets ``device_ids=None`` (a CPU module);
 * ``SyncBN`` layers run on GPUs only: they become ``BN``.
+
+When one rank of a ``torchrun`` job dies, the others fail in their next
+collective with a communication error and a long traceback each;
+:func:`silent_when_a_peer_died` ends them with status 1 and no output, so
+that the launcher's one line (:mod:`tools.cli.torchrun`), which names the
+rank that failed first, is what the user reads (``--debug`` shows them).
 """
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -88,3 +95,32 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     _sync_bn_to_bn(cfg.model)
+
+
+_PEER_GONE = ('Connection closed by peer', 'Connection reset by peer',
+              'Broken pipe', 'NCCL communicator was aborted')
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception in its chain) is a collective that
+    failed because another process went away."""
+    from .errors import chain
+    for err in chain(exc):
+        name = type(err).__name__
+        if name in ('DistBackendError', 'DistNetworkError') or \
+                isinstance(err, RuntimeError):
+            if any(text in str(err) for text in _PEER_GONE):
+                return True
+    return False
+
+
+@contextmanager
+def silent_when_a_peer_died(debug: bool = False) -> Iterator[None]:
+    """Under torchrun, exit 1 quietly when a collective lost its peers."""
+    try:
+        yield
+    except Exception as exc:
+        if debug or 'TORCHELASTIC_RUN_ID' not in os.environ or \
+                not lost_a_peer(exc):
+            raise
+        sys.exit(1)

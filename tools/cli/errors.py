@@ -7,7 +7,8 @@ file, key, URL or port and what to do. Anything else is a bug and raises
 with its traceback as usual.
 
 A full traceback for the user errors too: pass ``--debug`` to the tool or
-set the environment variable ``MMTWINS_DEBUG=1``.
+set the environment variable ``MMTWINS_DEBUG=1``; the traceback is printed
+above the same ``error:`` line, and the exit status stays 2.
 
 A new tool gets all of this with::
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional
 
@@ -183,7 +185,7 @@ def exit_on_user_error(debug: bool = False) -> Iterator[ErrorContext]:
     """Turn a user error into one ``error:`` line and exit status 2.
 
     Args:
-        debug (bool): re-raise with the full traceback instead (also when
+        debug (bool): print the full traceback above the line (also when
             ``MMTWINS_DEBUG`` is set).
 
     Yields:
@@ -196,8 +198,10 @@ def exit_on_user_error(debug: bool = False) -> Iterator[ErrorContext]:
         raise
     except Exception as exc:
         msg = user_error_message(exc, ctx)
-        if msg is None or debug_requested(debug):
+        if msg is None:
             raise
+        if debug_requested(debug):
+            traceback.print_exc()
         die(msg)
 
 

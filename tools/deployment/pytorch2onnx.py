@@ -69,11 +69,15 @@ def build_model(cfg, checkpoint: Optional[str]) -> torch.nn.Module:
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import load_checkpoint
 
+    from mmtwins.utils.checkpoint_fit import read_checkpoint
+
     with DefaultScope.overwrite_default_scope(
             cfg.get('default_scope', None) or 'mmengine'):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
+        # the safe loader's one-line refusal of a file it will not unpickle
+        read_checkpoint(checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return revert_sync_batchnorm(model).eval()
 
