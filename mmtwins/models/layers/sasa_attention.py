@@ -22,7 +22,8 @@ def check_input(module: nn.Module, x: Tensor, in_channels: int,
 
     The dtype must be the parameters' (``weight`` is one of them; fp32
     models take fp32 images); under ``torch.autocast`` the convolutions cast
-    it, so any float is accepted.
+    it, so any float is accepted. An integer input (e.g. uint8 pixels) is
+    told to become float; a float of another dtype may cast either side.
     """
     name = type(module).__name__
     if x.dim() != 4 or x.shape[1] != in_channels:
@@ -32,6 +33,12 @@ def check_input(module: nn.Module, x: Tensor, in_channels: int,
     if x.dtype != dtype and not (x.dtype.is_floating_point
                                  and torch.is_autocast_enabled(
                                      x.device.type)):
+        if not x.dtype.is_floating_point:
+            # Parameters cannot be integers: the input must become float.
+            raise TypeError(
+                f'{name} got a {x.dtype} input but has {dtype} parameters; '
+                f'convert the input to float (x.to({dtype}), after scaling '
+                'or normalising it as the model expects)')
         raise TypeError(
             f'{name} got a {x.dtype} input but has {dtype} parameters; '
             f'cast the input (x.to({dtype})) or the model '
