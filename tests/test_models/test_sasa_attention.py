@@ -76,12 +76,15 @@ def _check_exact(layer, x, tol=1e-10):
 @pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10),
                                        (torch.float32, 1e-5)])
 @pytest.mark.parametrize('height,width,kernel_size', [(5, 16, 7), (6, 37, 5),
-                                                      (4, 48, 3)])
+                                                      (4, 48, 3), (7, 21, 9),
+                                                      (3, 17, 1)])
 def test_cpu_kernel_whole_vectors_are_exact(height, width, kernel_size, dtype,
                                             tol):
     """Rows wide enough for the kernel's SIMD vectors (16 floats, 8
     doubles), with and without a tail of single columns: the float path's
-    vector exp and every vector loop meet the reference."""
+    vector exp and every vector loop meet the reference, both in the loops
+    specialised for windows of 3, 5 and 7 and in the loops for any size
+    (9 and 1 here)."""
     layer = SASAttention(8, 16, kernel_size, num_heads=2).to(dtype)
     _check_exact(layer, _inputs(layer, 2, height, width, dtype), tol)
 

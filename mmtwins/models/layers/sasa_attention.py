@@ -189,12 +189,16 @@ class SASAttention(nn.Module):
         """
         check_input(self, x, self.in_channels, self.query_conv.weight)
         batch, _, height, width = x.shape
-        shape = (batch, self.num_heads, self.head_dim, height, width)
-        # The scale goes into the query weights (no scaled activation copy);
-        # three convs keep q, k and v contiguous for the op at any batch.
-        query = F.conv2d(x, self.query_conv.weight * self.scale).view(shape)
-        key = self.key_conv(x).view(shape)
-        value = self.value_conv(x).view(shape)
+        # One 1x1 conv computes q, k and v (the input is read once, and
+        # backward is one weight and one input gradient instead of three
+        # each); the three weights stay separate parameters, so checkpoints
+        # keep their keys. The scale goes into the query weights (no scaled
+        # activation copy). At batch 1 the three parts are contiguous.
+        weight = torch.cat((self.query_conv.weight * self.scale,
+                            self.key_conv.weight, self.value_conv.weight))
+        query, key, value = F.conv2d(x, weight).view(
+            batch, 3, self.num_heads, self.head_dim, height,
+            width).unbind(1)
         table = (self.kernel_size, self.num_heads, self.head_dim // 2)
         out = sasa_attention(query, key, value, self.rel_h.view(table),
                              self.rel_w.view(table))
