@@ -15,8 +15,13 @@
 // memory (the Python offset loop writes each of them), and the innermost
 // loops are explicit SIMD vectors along the row (the last few columns of a
 // row one by one), with the sums over channels or offsets in registers.
-// Forward keeps only the log-sum-exp; backward recomputes the
-// probabilities from it.
+// For windows of 3, 5 and 7 the k offsets of one window row are handled
+// together, their k sums (or k weights) held in registers while the loop
+// runs over the channels, so each channel's vector is loaded once for k
+// offsets. Forward keeps only the log-sum-exp; backward recomputes the
+// probabilities from it, and gathers the key and value gradients of a
+// key row from the k columns that attend to each key (key_value_row)
+// rather than scattering them one offset at a time.
 //
 // Borders: keys and values are held with r zero columns on each side, and
 // the per-row scratch rows (logits, probabilities, logit gradients, the
