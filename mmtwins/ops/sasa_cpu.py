@@ -5,31 +5,34 @@ weighted values in cache, so the q . k products never go to memory (the
 offset loop of :mod:`.sasa_op` writes every one of them). It runs on
 ATen's intra-op threads (``torch.get_num_threads()``).
 
-The kernel is compiled with ``torch.utils.cpp_extension.load`` the first
-time SASA runs on a CPU tensor (about a minute; the C++ compiler and ninja
-are needed) and cached in ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``). It is built with ``-march=native``, so the
-build is named after this CPU's instruction sets: nodes with different CPUs
-sharing one home folder each get their own build instead of one that
-crashes on the other.
+The kernel is compiled with ``torch.utils.cpp_extension`` the first time
+SASA runs on a CPU tensor (about a minute; a C++ compiler and ninja are
+needed) and kept in the verified cache of :mod:`.kernel_cache` under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions/py3X_cpu``):
+a complete build is loaded directly (also from a read-only folder), a
+truncated or interrupted one is rebuilt with one line. It is built with
+``-march=native``, so the build is named after this CPU's instruction sets:
+nodes with different CPUs sharing one home folder each get their own build
+instead of one that crashes on the other.
 
-If the build fails, SASA falls back to the exact offset loop of
-:mod:`.sasa_op` and says so once, in one line with the compiler's first
-error (``MMTWINS_DEBUG=1`` raises the build error with the whole output
+If the kernel can be neither loaded nor built, SASA falls back to the exact
+offset loop of :mod:`.sasa_op` and says so once, in one line naming the
+cause (read-only cache, missing compiler or ninja, or the compiler's first
+error; ``MMTWINS_DEBUG=1`` raises the build error with the whole output
 instead); set ``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without
 trying.
 """
-import glob
 import hashlib
 import os
 import os.path as osp
-import sys
 import threading
 import warnings
 from types import ModuleType
 from typing import Optional, Sequence, Tuple
 
 from torch import Tensor
+
+from .kernel_cache import KernelCacheError, load_extension
 
 _SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'sasa_cpu.cpp')
 _lock = threading.Lock()
@@ -54,35 +57,16 @@ def _cpu_tag() -> str:
 
 
 def _build() -> ModuleType:
-    from torch.utils.cpp_extension import load
+    """The kernel from the verified cache, built there if needed."""
     name = f'mmtwins_sasa_cpu_{_cpu_tag()}'
-    root = os.environ.get('TORCH_EXTENSIONS_DIR') or osp.join(
-        osp.expanduser('~'), '.cache', 'torch_extensions')
-    if not glob.glob(osp.join(root, '*', name, f'{name}*.so')):
-        print('mmtwins: building the SASA CPU kernel (once per machine '
-              'kind, about a minute)...', file=sys.stderr, flush=True)
     flags = ['-O3', '-march=native', '-fopenmp', '-fno-math-errno']
-    return load(name=name,
-                sources=[_SOURCE],
-                extra_cflags=flags,
-                extra_ldflags=['-fopenmp'],
-                verbose=False)
-
-
-def _reason(error: Exception) -> str:
-    """One line for a failed build: the compiler's first ``error:`` line
-    if there is one, else the first line of the message (shortened)."""
-    lines = [line.strip() for line in str(error).splitlines()
-             if line.strip()]
-    compiler = [line for line in lines if 'error:' in line]
-    reason = (compiler or lines or ['no message'])[0]
-    if len(reason) > 200:
-        reason = reason[:197] + '...'
-    return f'{type(error).__name__}: {reason}'
+    return load_extension(name, [_SOURCE], 'the SASA CPU kernel',
+                          extra_cflags=flags, extra_ldflags=['-fopenmp'],
+                          debug=os.environ.get('MMTWINS_DEBUG') == '1')
 
 
 def kernel() -> Optional[ModuleType]:
-    """The compiled kernel module, or None when it cannot be built."""
+    """The compiled kernel module, or None when it cannot be had."""
     global _module, _failure
     if _module is not None or _failure is not None:
         return _module
@@ -93,16 +77,12 @@ def kernel() -> Optional[ModuleType]:
                 return None
             try:
                 _module = _build()
-            except Exception as error:  # compiler missing, build error
-                if os.environ.get('MMTWINS_DEBUG') == '1':
-                    raise
-                _failure = _reason(error)
+            except KernelCacheError as error:
+                _failure = str(error)
                 warnings.warn(
-                    'mmtwins: the SASA CPU kernel could not be built '
-                    f'({_failure}); SASA runs the slower exact offset loop '
-                    'instead. Install a C++ compiler and ninja (pip install '
-                    'ninja) to get the fast kernel; MMTWINS_DEBUG=1 shows '
-                    'the whole build output.', stacklevel=2)
+                    f'mmtwins: {_failure}; SASA runs the slower exact '
+                    'offset loop instead (MMTWINS_DEBUG=1 shows the whole '
+                    'build output).', stacklevel=2)
     return _module
 
 

@@ -82,12 +82,16 @@ def test_output_shapes(depth, stem):
                                               (1, 128, 3, 3), (1, 256, 2, 2)]
 
 
-@pytest.mark.parametrize('out_indices', [(0, ), (3, ), (1, 2), (0, 2, 3)])
+@pytest.mark.parametrize('out_indices', [(0, ), (3, ), (1, 2), (0, 2, 3),
+                                         3, 0])
 def test_out_indices(out_indices):
     model = SASAResNet(26, base_channels=8, kernel_size=3, num_heads=2,
                        out_indices=out_indices)
     with torch.no_grad():
         outs = model(torch.rand(2, 3, 32, 32))
+    assert isinstance(outs, tuple)
+    if isinstance(out_indices, int):  # one stage, as TwinsPCPVT takes it
+        out_indices = (out_indices, )
     channels = [32, 64, 128, 256]
     assert [o.shape[1] for o in outs] == [channels[i] for i in out_indices]
     assert [o.shape[-1] for o in outs] == [8 // 2**i for i in out_indices]
@@ -201,6 +205,9 @@ def test_build_from_mmdet_registry():
     (dict(attention_stages=(1, 1, 1, 1)), '4 bools'),
     (dict(out_indices=(4, )), 'out_indices'),
     (dict(out_indices=()), 'out_indices'),
+    (dict(out_indices=4), 'out_indices'),
+    (dict(out_indices=True), 'out_indices'),
+    (dict(out_indices='0'), 'out_indices'),
     (dict(frozen_stages=5), 'frozen_stages'),
     (dict(num_heads=3), 'divisible by num_heads'),
     (dict(kernel_size=6), 'positive odd'),
@@ -329,6 +336,18 @@ def test_input_dtype_mismatch_is_one_line(stem, dtype):
     if dtype == torch.float64:
         outs = model.to(dtype)(torch.randn(1, 3, 32, 32, dtype=dtype))
         assert outs[-1].dtype == dtype
+
+
+@pytest.mark.parametrize('stem', ['conv', 'attention'])
+def test_integer_input_is_told_to_become_float(stem):
+    model = SASAResNet(26, stem=stem, base_channels=8, kernel_size=3,
+                       num_heads=2)
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(TypeError) as error:
+        model(image)
+    message = str(error.value)
+    assert 'convert the input to float (x.to(torch.float32)' in message
+    assert 'model.to' not in message and '\n' not in message
 
 
 @pytest.mark.parametrize('stem', ['conv', 'attention'])

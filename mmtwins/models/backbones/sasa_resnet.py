@@ -5,7 +5,7 @@ NeurIPS 2019, arXiv 1906.05909, §4.1 and §4.3 (no official code was
 released). Built on MMDetection's ``ResNet``, whose stages, 1x1 convs,
 residual paths, freezing and ``norm_eval`` it keeps.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
@@ -81,7 +81,8 @@ class SASAResNet(ResNet):
         kernel_size (int): Attention window of the bottlenecks. Defaults
             to 7.
         num_heads (int): Heads of the bottleneck attention. Defaults to 8.
-        out_indices (Sequence[int]): Stages to output. Defaults to
+        out_indices (int | Sequence[int]): Stages to output; an int is one
+            stage (the output is still a tuple). Defaults to
             ``(0, 1, 2, 3)``.
         frozen_stages (int): Stages to freeze (the stem with stage 0);
             -1 freezes nothing. Defaults to -1.
@@ -120,7 +121,7 @@ class SASAResNet(ResNet):
                  attention_stages: Sequence[bool] = (True, True, True, True),
                  kernel_size: int = 7,
                  num_heads: int = 8,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  norm_cfg: Optional[dict] = None,
                  norm_eval: bool = True,
@@ -134,15 +135,22 @@ class SASAResNet(ResNet):
         if stem not in self.stem_types:
             raise ValueError(f'SASAResNet: stem must be one of '
                              f'{self.stem_types}, got {stem!r}')
+        if isinstance(out_indices, int) and not isinstance(out_indices,
+                                                           bool):
+            out_indices = (out_indices, )
         attention_stages = tuple(attention_stages)
         if len(attention_stages) != 4 or not all(
                 isinstance(flag, bool) for flag in attention_stages):
             raise ValueError('SASAResNet: attention_stages needs 4 bools, '
                              f'got {attention_stages!r}')
-        if (not out_indices or
-                not all(index in range(4) for index in out_indices)):
+        if (isinstance(out_indices, (str, bytes, bool))
+                or not isinstance(out_indices, Sequence) or not out_indices
+                or not all(isinstance(index, int)
+                           and not isinstance(index, bool)
+                           and index in range(4) for index in out_indices)):
             raise ValueError('SASAResNet: out_indices must be stage indices '
-                             f'in 0..3, got {tuple(out_indices)!r}')
+                             f'in 0..3 (an int or a sequence), got '
+                             f'{out_indices!r}')
         if frozen_stages not in range(-1, 5):
             raise ValueError('SASAResNet: frozen_stages must be in -1..4, '
                              f'got {frozen_stages!r}')

@@ -22,7 +22,8 @@ def check_input(module: nn.Module, x: Tensor, in_channels: int,
 
     The dtype must be the parameters' (``weight`` is one of them; fp32
     models take fp32 images); under ``torch.autocast`` the convolutions cast
-    it, so any float is accepted.
+    it, so any float is accepted. An integer input (e.g. uint8 pixels) is
+    told to become float; a float of another dtype may cast either side.
     """
     name = type(module).__name__
     if x.dim() != 4 or x.shape[1] != in_channels:
@@ -32,6 +33,12 @@ def check_input(module: nn.Module, x: Tensor, in_channels: int,
     if x.dtype != dtype and not (x.dtype.is_floating_point
                                  and torch.is_autocast_enabled(
                                      x.device.type)):
+        if not x.dtype.is_floating_point:
+            # Parameters cannot be integers: the input must become float.
+            raise TypeError(
+                f'{name} got a {x.dtype} input but has {dtype} parameters; '
+                f'convert the input to float (x.to({dtype}), after scaling '
+                'or normalising it as the model expects)')
         raise TypeError(
             f'{name} got a {x.dtype} input but has {dtype} parameters; '
             f'cast the input (x.to({dtype})) or the model '
@@ -182,12 +189,16 @@ class SASAttention(nn.Module):
         """
         check_input(self, x, self.in_channels, self.query_conv.weight)
         batch, _, height, width = x.shape
-        shape = (batch, self.num_heads, self.head_dim, height, width)
-        # The scale goes into the query weights (no scaled activation copy);
-        # three convs keep q, k and v contiguous for the op at any batch.
-        query = F.conv2d(x, self.query_conv.weight * self.scale).view(shape)
-        key = self.key_conv(x).view(shape)
-        value = self.value_conv(x).view(shape)
+        # One 1x1 conv computes q, k and v (the input is read once, and
+        # backward is one weight and one input gradient instead of three
+        # each); the three weights stay separate parameters, so checkpoints
+        # keep their keys. The scale goes into the query weights (no scaled
+        # activation copy). At batch 1 the three parts are contiguous.
+        weight = torch.cat((self.query_conv.weight * self.scale,
+                            self.key_conv.weight, self.value_conv.weight))
+        query, key, value = F.conv2d(x, weight).view(
+            batch, 3, self.num_heads, self.head_dim, height,
+            width).unbind(1)
         table = (self.kernel_size, self.num_heads, self.head_dim // 2)
         out = sasa_attention(query, key, value, self.rel_h.view(table),
                              self.rel_w.view(table))

@@ -15,14 +15,20 @@
 // memory (the Python offset loop writes each of them), and the innermost
 // loops are explicit SIMD vectors along the row (the last few columns of a
 // row one by one), with the sums over channels or offsets in registers.
-// Forward keeps only the log-sum-exp; backward recomputes the
-// probabilities from it.
+// For windows of 3, 5 and 7 the k offsets of one window row are handled
+// together, their k sums (or k weights) held in registers while the loop
+// runs over the channels, so each channel's vector is loaded once for k
+// offsets. Forward keeps only the log-sum-exp; backward recomputes the
+// probabilities from it, and gathers the key and value gradients of a
+// key row from the k columns that attend to each key (key_value_row)
+// rather than scattering them one offset at a time.
 //
-// Borders: keys and values (and their gradients) are held with r zero
-// columns on each side, so that every offset reads a whole row and every
+// Borders: keys and values are held with r zero columns on each side, and
+// the per-row scratch rows (logits, probabilities, logit gradients, the
+// query row) likewise, so that every offset reads a whole row and every
 // loop runs over whole rows; where a neighbour is outside the image the
 // logit is set to -inf, so its probability and logit gradient are 0 and
-// it meets only the zeros (or adds 0 to the padding of the gradients).
+// it meets only zeros.
 //
 // Threads: ATen's intra-op pool (at::parallel_for), i.e. as many as
 // torch.get_num_threads(). Forward splits the N * H rows; backward splits
@@ -116,12 +122,15 @@ inline Simd<float>::V softmax_exp(Simd<float>::V x) {
   return tiny ? S::fill(0.0f) : p * scale;
 }
 
-// Sizes of one call. `row` is the width rounded up to whole vectors (the
-// stride of the per-row scratch buffers); `padded` is the row length of
-// the zero-padded key/value copies.
+// Sizes of one call. `row` is the stride of the per-row scratch buffers:
+// the width rounded up to whole vectors plus a zero `margin` of at least
+// `radius` columns on each side (so that a row shifted by up to `radius`
+// columns is read whole); the margin is whole vectors, so that column 0 of
+// every scratch row is vector-aligned (see Scratch). `padded` is the row
+// length of the zero-padded key/value copies.
 struct Geometry {
-  int64_t slices, dim, height, width, size, radius, plane, row, padded,
-      padded_plane;
+  int64_t slices, dim, height, width, size, radius, plane, margin, row,
+      padded, padded_plane;
   // Per offset o = a * size + b: where it reads in a padded plane,
   // relative to column 0 of the window's first row, and the columns whose
   // neighbour is inside the image, [first, last).
@@ -131,7 +140,8 @@ struct Geometry {
       : slices(q.size(0)), dim(q.size(1)), height(q.size(2)),
         width(q.size(3)), size(kernel_size), radius(kernel_size / 2),
         plane(q.size(2) * q.size(3)),
-        row((q.size(3) + lanes - 1) / lanes * lanes),
+        margin((kernel_size / 2 + lanes - 1) / lanes * lanes),
+        row((q.size(3) + lanes - 1) / lanes * lanes + 2 * margin),
         padded(q.size(3) + kernel_size - 1),
         padded_plane(q.size(2) * (q.size(3) + kernel_size - 1)) {
     for (int64_t o = 0; o < size * size; ++o) {
@@ -150,22 +160,153 @@ struct Geometry {
   }
 };
 
-// result[j] = sum_o w[o * row + j] x[padded_shift[o] + j] (divided by
-// divisor[j]) for j in [0, W), over offsets [o0, o1): the output (w =
-// probabilities, x = padded values) and the query gradient (w = logit
-// gradients, x = padded keys). `x` points at channel c, window row 0.
+// Zeroed per-thread scratch of `rows` rows of g.row elements, aligned to
+// kVectorBytes; at(m) points at column 0 of row m (past its margin).
 template <typename T>
-void sum_over_window(const Geometry& g, const T* w, const T* x, int64_t o0,
-                     int64_t o1, T* result, const T* divisor) {
-  const int64_t* shift = g.padded_shift.data();
-  for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-    using S = decltype(simd);
-    typename S::V sum = S::fill(0);
-    for (int64_t o = o0; o < o1; ++o)
-      sum += S::load(w + o * g.row + j) * S::load(x + shift[o] + j);
-    if (divisor) sum /= S::load(divisor + j);
-    S::store(result + j, sum);
+struct Scratch {
+  std::vector<T> storage;
+  T* base;
+  int64_t row;
+  Scratch(const Geometry& g, int64_t rows)
+      : storage(rows * g.row + kVectorBytes / sizeof(T)), row(g.row) {
+    const auto address = reinterpret_cast<std::uintptr_t>(storage.data());
+    const auto aligned = (address + kVectorBytes - 1) /
+                         kVectorBytes * kVectorBytes;
+    base = storage.data() + (aligned - address) / sizeof(T) + g.margin;
+  }
+  T* at(int64_t m) { return base + m * row; }
+};
+
+// Dot products over channels between one row and each window offset:
+// for the window rows a in [a0, a1) (inside the image) and the offsets
+// o = a * S + b of row a, and columns x in [0, W),
+//
+//   dot[o, x] = init(o, x) + sum_c row[c * plane + x]
+//                                  window[c * padded_plane + a * padded + b + x]
+//
+// handed to finish(o, x, dot). This gives the logits (row = queries,
+// window = padded keys) and the logit gradients (row = output gradient,
+// window = padded values). With the window size S fixed at compile time,
+// a vector of `row` is loaded once per channel for the S offsets of a
+// window row, whose sums stay in registers; window_dots_any is the same
+// for any size, one offset at a time.
+template <typename T, int S, typename Init, typename Finish>
+void window_dots_fixed(const Geometry& g, const T* row, const T* window,
+                       int64_t a0, int64_t a1, const Init& init,
+                       const Finish& finish) {
+  for (int64_t a = a0; a < a1; ++a) {
+    const T* window_a = window + a * g.padded;
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      typename Vec::V dot[S];
+      for (int b = 0; b < S; ++b) dot[b] = init(a * S + b, x, simd);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        const auto value = Vec::load(row + c * g.plane + x);
+        const T* at = window_a + c * g.padded_plane + x;
+        for (int b = 0; b < S; ++b) dot[b] += value * Vec::load(at + b);
+      }
+      for (int b = 0; b < S; ++b) finish(a * S + b, x, dot[b], simd);
+    });
+  }
+}
+
+template <typename T, typename Init, typename Finish>
+void window_dots_any(const Geometry& g, const T* row, const T* window,
+                     int64_t a0, int64_t a1, const Init& init,
+                     const Finish& finish) {
+  for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
+    const T* window_o = window + g.padded_shift[o];
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      auto dot = init(o, x, simd);
+      for (int64_t c = 0; c < g.dim; ++c)
+        dot += Vec::load(row + c * g.plane + x) *
+               Vec::load(window_o + c * g.padded_plane + x);
+      finish(o, x, dot, simd);
+    });
+  }
+}
+
+template <typename T, typename Init, typename Finish>
+void window_dots(const Geometry& g, const T* row, const T* window,
+                 int64_t a0, int64_t a1, const Init& init,
+                 const Finish& finish) {
+  switch (g.size) {
+    case 3:
+      return window_dots_fixed<T, 3>(g, row, window, a0, a1, init, finish);
+    case 5:
+      return window_dots_fixed<T, 5>(g, row, window, a0, a1, init, finish);
+    case 7:
+      return window_dots_fixed<T, 7>(g, row, window, a0, a1, init, finish);
+    default:
+      return window_dots_any<T>(g, row, window, a0, a1, init, finish);
+  }
+}
+
+// Weighted sums over the window, for every channel c and column x:
+//
+//   result[c * plane + x] = sum_o w[o * row + x]
+//                          window[c * padded_plane + padded_shift[o] + x]
+//
+// over the offsets of window rows [a0, a1), divided by divisor[x] when
+// given: the output (w = probabilities, window = padded values) and the
+// query gradient (w = logit gradients, window = padded keys). With S fixed
+// the S weights of a window row stay in registers over all channels.
+template <typename T, int S>
+void window_sums_fixed(const Geometry& g, const T* w, const T* window,
+                       int64_t a0, int64_t a1, T* result,
+                       const T* divisor) {
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    for (int64_t a = a0; a < a1; ++a) {
+      typename Vec::V weight[S];
+      for (int b = 0; b < S; ++b)
+        weight[b] = Vec::load(w + (a * S + b) * g.row + x);
+      const T* window_a = window + a * g.padded + x;
+      for (int64_t c = 0; c < g.dim; ++c) {
+        const T* at = window_a + c * g.padded_plane;
+        auto sum = weight[0] * Vec::load(at);
+        for (int b = 1; b < S; ++b) sum += weight[b] * Vec::load(at + b);
+        T* out = result + c * g.plane + x;
+        if (a > a0) sum = Vec::load(out) + sum;
+        if (a + 1 == a1 && divisor) sum /= Vec::load(divisor + x);
+        Vec::store(out, sum);
+      }
+    }
   });
+}
+
+template <typename T>
+void window_sums_any(const Geometry& g, const T* w, const T* window,
+                     int64_t a0, int64_t a1, T* result, const T* divisor) {
+  const int64_t* shift = g.padded_shift.data();
+  for (int64_t c = 0; c < g.dim; ++c) {
+    const T* window_c = window + c * g.padded_plane;
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      typename Vec::V sum = Vec::fill(0);
+      for (int64_t o = a0 * g.size; o < a1 * g.size; ++o)
+        sum += Vec::load(w + o * g.row + x) *
+               Vec::load(window_c + shift[o] + x);
+      if (divisor) sum /= Vec::load(divisor + x);
+      Vec::store(result + c * g.plane + x, sum);
+    });
+  }
+}
+
+template <typename T>
+void window_sums(const Geometry& g, const T* w, const T* window, int64_t a0,
+                 int64_t a1, T* result, const T* divisor) {
+  switch (g.size) {
+    case 3:
+      return window_sums_fixed<T, 3>(g, w, window, a0, a1, result, divisor);
+    case 5:
+      return window_sums_fixed<T, 5>(g, w, window, a0, a1, result, divisor);
+    case 7:
+      return window_sums_fixed<T, 7>(g, w, window, a0, a1, result, divisor);
+    default:
+      return window_sums_any<T>(g, w, window, a0, a1, result, divisor);
+  }
 }
 
 // Row i's logits of one slice, logits[o * row + j], for the window rows
@@ -175,22 +316,21 @@ template <typename T>
 void row_logits(const Geometry& g, const T* q, const T* k, const T* pos_row,
                 const T* pos_col, int64_t i, T* logits) {
   const T masked = -std::numeric_limits<T>::infinity();
-  const T* q_row = q + i * g.width;
-  const T* k_window = k + (i - g.radius) * g.padded;
-  for (int64_t o = g.first_row(i) * g.size; o < g.last_row(i) * g.size;
-       ++o) {
+  const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
+  const T* pr = pos_row + i * g.width;
+  const T* pc = pos_col + i * g.width;
+  window_dots<T>(
+      g, q + i * g.width, k + (i - g.radius) * g.padded, a0, a1,
+      [&](int64_t o, int64_t x, auto simd) {
+        using Vec = decltype(simd);
+        return Vec::load(pr + (o / g.size) * g.plane + x) +
+               Vec::load(pc + (o % g.size) * g.plane + x);
+      },
+      [&](int64_t o, int64_t x, auto dot, auto simd) {
+        decltype(simd)::store(logits + o * g.row + x, dot);
+      });
+  for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
     T* out = logits + o * g.row;
-    const T* pr = pos_row + (o / g.size) * g.plane + i * g.width;
-    const T* pc = pos_col + (o % g.size) * g.plane + i * g.width;
-    const T* k_o = k_window + g.padded_shift[o];
-    for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-      using S = decltype(simd);
-      typename S::V sum = S::load(pr + j) + S::load(pc + j);
-      for (int64_t c = 0; c < g.dim; ++c)
-        sum += S::load(q_row + c * g.plane + j) *
-               S::load(k_o + c * g.padded_plane + j);
-      S::store(out + j, sum);
-    });
     std::fill(out, out + g.first[o], masked);
     std::fill(out + g.last[o], out + g.width, masked);
   }
@@ -205,8 +345,8 @@ void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
       std::max<int64_t>(1, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
-    std::vector<T> logits(window * g.row), total(g.row);
-    T* L = logits.data();
+    Scratch<T> logits(g, window), total(g, 1);
+    T* L = logits.at(0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.height, i = r % g.height;
       const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
@@ -230,20 +370,104 @@ void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
           S::store(L + o * g.row + j, p);
           sum += p;
         }
-        S::store(total.data() + j, sum);
+        S::store(total.at(0) + j, sum);
         for (int64_t l = 0; l < S::lanes; ++l)
           lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
       });
-      const int64_t values = keys + (i - g.radius) * g.padded;
-      for (int64_t c = 0; c < g.dim; ++c)
-        sum_over_window(g, L, v_padded + values + c * g.padded_plane, o0, o1,
-                        out + slice + c * g.plane + i * g.width,
-                        total.data());
+      window_sums<T>(g, L, v_padded + keys + (i - g.radius) * g.padded,
+                     g.first_row(i), g.last_row(i),
+                     out + slice + i * g.width, total.at(0));
     }
   });
 }
 
-// Gradients; `k`, `v`, `gk` and `gv` are padded. All but grad_q
+// The key and value gradients that query row i sends to key row y = i + a -
+// r (window row a inside the image), gathered per key column instead of
+// scattered per offset: for key column x, the offsets b of window row a
+// come from query column j = x + r - b, so
+//
+//   gk[c, y, x] += sum_b gl[a * S + b, x + r - b] q[c, i, x + r - b]
+//   gv[c, y, x] += sum_b  p[a * S + b, x + r - b] go[c, i, x + r - b]
+//
+// where gl and p are 0 outside the image and the scratch rows carry r zero
+// columns on each side. `gl` and `p` point at offset a * S, `qs` and `gos`
+// at the scratch copies of query row i and its output gradient (channel c
+// at c * row); `gk` and `gv` at row y of channel 0 (null: not needed).
+// With S known at compile time the S logit gradients and probabilities of
+// a vector of columns stay in registers over all channels, so each
+// channel costs S loads per gradient and one read-modify-write.
+template <typename T, int S>
+void key_value_row_fixed(const Geometry& g, const T* gl, const T* p,
+                         const T* qs, const T* gos, T* gk, T* gv) {
+  constexpr int64_t r = S / 2;
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    typename Vec::V wk[S], wv[S];
+    for (int64_t b = 0; b < S; ++b) {
+      if (gk) wk[b] = Vec::load(gl + b * g.row + x + r - b);
+      if (gv) wv[b] = Vec::load(p + b * g.row + x + r - b);
+    }
+    for (int64_t c = 0; c < g.dim; ++c) {
+      if (gk) {
+        const T* src = qs + c * g.row + x + r;
+        typename Vec::V sum = wk[0] * Vec::load(src);
+        for (int64_t b = 1; b < S; ++b) sum += wk[b] * Vec::load(src - b);
+        T* dst = gk + c * g.plane + x;
+        Vec::store(dst, Vec::load(dst) + sum);
+      }
+      if (gv) {
+        const T* src = gos + c * g.row + x + r;
+        typename Vec::V sum = wv[0] * Vec::load(src);
+        for (int64_t b = 1; b < S; ++b) sum += wv[b] * Vec::load(src - b);
+        T* dst = gv + c * g.plane + x;
+        Vec::store(dst, Vec::load(dst) + sum);
+      }
+    }
+  });
+}
+
+// The same for any window size, reading gl and p from the scratch rows.
+template <typename T>
+void key_value_row_any(const Geometry& g, const T* gl, const T* p,
+                       const T* qs, const T* gos, T* gk, T* gv) {
+  const int64_t r = g.radius;
+  for (int64_t c = 0; c < g.dim; ++c) {
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      typename Vec::V sum_k = Vec::fill(0), sum_v = Vec::fill(0);
+      for (int64_t b = 0; b < g.size; ++b) {
+        const int64_t j = x + r - b;
+        if (gk)
+          sum_k += Vec::load(gl + b * g.row + j) *
+                   Vec::load(qs + c * g.row + j);
+        if (gv)
+          sum_v += Vec::load(p + b * g.row + j) *
+                   Vec::load(gos + c * g.row + j);
+      }
+      if (gk) {
+        T* dst = gk + c * g.plane + x;
+        Vec::store(dst, Vec::load(dst) + sum_k);
+      }
+      if (gv) {
+        T* dst = gv + c * g.plane + x;
+        Vec::store(dst, Vec::load(dst) + sum_v);
+      }
+    });
+  }
+}
+
+template <typename T>
+void key_value_row(const Geometry& g, const T* gl, const T* p, const T* qs,
+                   const T* gos, T* gk, T* gv) {
+  switch (g.size) {
+    case 3: return key_value_row_fixed<T, 3>(g, gl, p, qs, gos, gk, gv);
+    case 5: return key_value_row_fixed<T, 5>(g, gl, p, qs, gos, gk, gv);
+    case 7: return key_value_row_fixed<T, 7>(g, gl, p, qs, gos, gk, gv);
+    default: return key_value_row_any<T>(g, gl, p, qs, gos, gk, gv);
+  }
+}
+
+// Gradients; `k` and `v` are padded, `gk` and `gv` not. All but grad_q
 // (overwritten) are zeroed by the caller, and null means "not needed".
 template <typename T>
 void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
@@ -251,7 +475,6 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                      const T* lse, T* gq, T* gk, T* gv, T* gpr, T* gpc) {
   const int64_t window = g.size * g.size;
   const bool need_logits = gq || gk || gpr;
-  const int64_t* shift = g.padded_shift.data();
   // The rows of a slice form bands of `band` >= 2r rows. A band's key and
   // value gradients land on its rows and r rows on either side, so bands of
   // one parity never write the same rows: the even bands of every slice
@@ -262,10 +485,12 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
   for (int64_t phase = 0; phase < 2; ++phase) {
     at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
                                                      int64_t end) {
-      std::vector<T> probs(window * g.row), grad_logits(window * g.row),
-          row_term(g.row);
-      T* P = probs.data();
-      T* GL = grad_logits.data();
+      Scratch<T> probs(g, window), grad_logits(g, window), row_term(g, 1),
+          q_rows(g, g.dim), go_rows(g, g.dim);
+      T* P = probs.at(0);
+      T* GL = grad_logits.at(0);
+      T* QS = q_rows.at(0);
+      T* GOS = go_rows.at(0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / per_phase;
         const int64_t first = (2 * (task % per_phase) + phase) * band;
@@ -273,8 +498,8 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
         const int64_t keys = n * g.dim * g.padded_plane;
         for (int64_t i = first; i < std::min(first + band, g.height); ++i) {
           row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
-          const int64_t o0 = g.first_row(i) * g.size,
-                        o1 = g.last_row(i) * g.size;
+          const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
+          const int64_t o0 = a0 * g.size, o1 = a1 * g.size;
           const int64_t at_row = slice + i * g.width;
           const int64_t at_window = keys + (i - g.radius) * g.padded;
           const T* lse_row = lse + n * g.plane + i * g.width;
@@ -293,51 +518,46 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
               for (int64_t c = 0; c < g.dim; ++c)
                 sum += S::load(go + at_row + c * g.plane + j) *
                        S::load(out + at_row + c * g.plane + j);
-              S::store(row_term.data() + j, sum);
+              S::store(row_term.at(0) + j, sum);
             });
-            for (int64_t o = o0; o < o1; ++o) {
-              const T* v_o = v + at_window + shift[o];
-              T* gl = GL + o * g.row;
-              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-                using S = decltype(simd);
-                typename S::V sum = -S::load(row_term.data() + j);
-                for (int64_t c = 0; c < g.dim; ++c)
-                  sum += S::load(go + at_row + c * g.plane + j) *
-                         S::load(v_o + c * g.padded_plane + j);
-                S::store(gl + j, S::load(P + o * g.row + j) * sum);
-              });
-              if (gpr) {
-                T* rows = gpr + table + (o / g.size) * g.plane + i * g.width;
-                T* cols = gpc + table + (o % g.size) * g.plane + i * g.width;
-                for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-                  using S = decltype(simd);
-                  const auto x = S::load(gl + j);
-                  S::store(rows + j, S::load(rows + j) + x);
-                  S::store(cols + j, S::load(cols + j) + x);
+            const T* term = row_term.at(0);
+            T* rows = gpr ? gpr + table + i * g.width : nullptr;
+            T* cols = gpc ? gpc + table + i * g.width : nullptr;
+            window_dots<T>(
+                g, go + at_row, v + at_window, a0, a1,
+                [&](int64_t, int64_t x, auto simd) {
+                  return -decltype(simd)::load(term + x);
+                },
+                [&](int64_t o, int64_t x, auto dot, auto simd) {
+                  using Vec = decltype(simd);
+                  const auto gl = Vec::load(P + o * g.row + x) * dot;
+                  Vec::store(GL + o * g.row + x, gl);
+                  if (rows) {
+                    T* r = rows + (o / g.size) * g.plane + x;
+                    T* c = cols + (o % g.size) * g.plane + x;
+                    Vec::store(r, Vec::load(r) + gl);
+                    Vec::store(c, Vec::load(c) + gl);
+                  }
                 });
-              }
-            }
           }
-          for (int64_t c = 0; c < g.dim; ++c) {
-            const int64_t at_q = at_row + c * g.plane;
-            const int64_t at_k = at_window + c * g.padded_plane;
-            if (gq)
-              sum_over_window(g, GL, k + at_k, o0, o1, gq + at_q,
-                              static_cast<const T*>(nullptr));
-            for (int64_t o = o0; o < o1; ++o) {
-              T* gk_o = gk ? gk + at_k + shift[o] : nullptr;
-              T* gv_o = gv ? gv + at_k + shift[o] : nullptr;
-              const T* gl = GL + o * g.row;
-              const T* p = P + o * g.row;
-              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-                using S = decltype(simd);
-                if (gk_o)
-                  S::store(gk_o + j, S::load(gk_o + j) + S::load(gl + j) *
-                                                     S::load(q + at_q + j));
-                if (gv_o)
-                  S::store(gv_o + j, S::load(gv_o + j) + S::load(p + j) *
-                                                     S::load(go + at_q + j));
-              });
+          if (gq)
+            window_sums<T>(g, GL, k + at_window, a0, a1, gq + at_row,
+                           static_cast<const T*>(nullptr));
+          if (gk || gv) {
+            for (int64_t c = 0; c < g.dim; ++c) {
+              if (gk)
+                std::memcpy(QS + c * g.row, q + at_row + c * g.plane,
+                            g.width * sizeof(T));
+              if (gv)
+                std::memcpy(GOS + c * g.row, go + at_row + c * g.plane,
+                            g.width * sizeof(T));
+            }
+            for (int64_t a = g.first_row(i); a < g.last_row(i); ++a) {
+              const int64_t at_key = slice + (i + a - g.radius) * g.width;
+              key_value_row(g, GL + a * g.size * g.row,
+                            P + a * g.size * g.row, QS, GOS,
+                            gk ? gk + at_key : nullptr,
+                            gv ? gv + at_key : nullptr);
             }
           }
         }
@@ -427,8 +647,8 @@ std::vector<at::Tensor> sasa_backward(
        v_p = pad_columns(compute(v), g.radius);
   const auto none = at::empty({0}, options);
   at::Tensor gq = need_q ? at::empty_like(q_c) : none,
-             gk = need_k ? at::zeros_like(k_p) : none,
-             gv = need_v ? at::zeros_like(v_p) : none,
+             gk = need_k ? at::zeros_like(q_c) : none,
+             gv = need_v ? at::zeros_like(q_c) : none,
              gpr = need_pos ? at::zeros_like(pr) : none,
              gpc = need_pos ? at::zeros_like(pc) : none;
   AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_backward", [&] {
@@ -443,12 +663,7 @@ std::vector<at::Tensor> sasa_backward(
         ptr(gq, need_q), ptr(gk, need_k), ptr(gv, need_v),
         ptr(gpr, need_pos), ptr(gpc, need_pos));
   });
-  k_p.reset();
-  v_p.reset();
-  auto crop = [&](at::Tensor& t, bool need) {
-    return need ? t.narrow(3, g.radius, g.width).contiguous() : t;
-  };
-  return {gq, crop(gk, need_k), crop(gv, need_v), gpr, gpc};
+  return {gq, gk, gv, gpr, gpc};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
