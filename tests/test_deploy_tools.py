@@ -1,0 +1,125 @@
+"""The deployment tools on the mini datasets: ``pytorch2onnx.py`` writes
+an end-to-end file, ``tools/test.py CONFIG MODEL.onnx`` evaluates it with
+the same metrics and predictions as the checkpoint it came from, and
+``tools/infer.py`` runs it; bad inputs end in one ``error:`` line."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from deploy_helpers import DET_TINY, SEG_TINY, build
+from mmengine.fileio import load
+from tools_helpers import load_tool, make_mini, run_tool, write_config
+
+from mmtwins.deploy.parity import box_iou
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory):
+    return make_mini(str(tmp_path_factory.mktemp('mini')), 2, 3)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _one_error_line(proc, *words):
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith('error: ')]
+    assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def _export(tmp, task, mini, capsys):
+    cfg = write_config(osp.join(tmp, f'{task}.py'), task, mini,
+                       extra=DET_TINY if task == 'detection' else SEG_TINY)
+    ckpt = osp.join(tmp, f'{task}.pth')
+    torch.save({'state_dict': build(cfg).state_dict()}, ckpt)
+    onnx_file = osp.join(tmp, f'{task}.onnx')
+    tool = load_tool('deployment/pytorch2onnx.py')
+    with pytest.raises(SystemExit) as info:
+        tool.main([cfg, ckpt, '--out', onnx_file])
+    out = capsys.readouterr().out
+    assert info.value.code == 0, out
+    assert out.count(': ok') == 4, out  # 3 sizes, batch 2
+    return cfg, ckpt, onnx_file
+
+
+def _test(cfg, model, work, *extra):
+    _ok(run_tool(['tools/test.py', cfg, model, '--work-dir', work, *extra]))
+    with open(osp.join(work, 'metrics.json')) as f:
+        return json.load(f)
+
+
+def test_detection_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
+                                                      capsys):
+    tmp = str(tmp_path)
+    cfg, ckpt, onnx_file = _export(tmp, 'detection', mini, capsys)
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'), '--out',
+                osp.join(tmp, 'ckpt.pkl'))
+    got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
+                osp.join(tmp, 'onnx.pkl'), '--show-dir',
+                osp.join(tmp, 'vis'))
+    assert got['metrics'] == pytest.approx(ref['metrics'], abs=2e-3)
+    ref_preds = load(osp.join(tmp, 'ckpt.pkl'))
+    got_preds = load(osp.join(tmp, 'onnx.pkl'))
+    assert len(ref_preds) == len(got_preds) == 3
+    boxes = 0
+    for a, b in zip(ref_preds, got_preds):
+        a, b = a['pred_instances'], b['pred_instances']
+        assert a['labels'].tolist() == b['labels'].tolist()
+        if len(a['bboxes']):
+            iou = box_iou(a['bboxes'].numpy(), b['bboxes'].numpy())
+            assert np.diag(iou).min() >= 0.99
+        boxes += len(a['bboxes'])
+    assert boxes > 0
+    assert len(list((tmp_path / 'vis').rglob('*.jpg'))) == 3
+
+    # infer.py: pictures and per-image JSON as with a checkpoint
+    images = osp.join(mini, 'coco', 'val2017')
+    out = osp.join(tmp, 'infer')
+    _ok(run_tool(['tools/infer.py', cfg, onnx_file, images, '--out-dir',
+                  out]))
+    jsons = sorted((tmp_path / 'infer' / 'preds').glob('*.json'))
+    assert len(jsons) == 3
+    pred = json.loads(jsons[0].read_text())
+    assert {'bboxes', 'labels', 'scores', 'classes'} <= set(pred)
+
+    # bad inputs: one error line each
+    _one_error_line(run_tool(['tools/infer.py', cfg, onnx_file, cfg]),
+                    'cannot read', 'as an image')
+    _one_error_line(run_tool(['tools/test.py', cfg,
+                              osp.join(tmp, 'missing.onnx')]),
+                    'missing.onnx')
+    foreign = osp.join(tmp, 'foreign.onnx')
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.randn(1, 2), ),
+                      foreign, dynamo=True)
+    _one_error_line(run_tool(['tools/test.py', cfg, foreign]),
+                    'foreign.onnx', 'pytorch2onnx.py')
+    other = write_config(osp.join(tmp, 'other.py'), 'detection', mini,
+                         extra=DET_TINY + 'model.update(bbox_head=dict('
+                         'num_classes=4))\n')
+    _one_error_line(run_tool(['tools/test.py', other, onnx_file]),
+                    'exported from', 'other.py')
+    _one_error_line(run_tool([
+        'tools/deployment/pytorch2onnx.py', cfg, '--out',
+        osp.join(tmp, 'x.onnx'), '--cfg-options',
+        'model.test_cfg.nms.type=soft_nms']), 'soft_nms')
+
+
+def test_segmentation_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
+                                                         capsys):
+    tmp = str(tmp_path)
+    cfg, ckpt, onnx_file = _export(tmp, 'segmentation', mini, capsys)
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'))
+    got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
+                osp.join(tmp, 'maps'))
+    assert got['metrics'] == pytest.approx(ref['metrics'], abs=2e-3)
+    assert len(list((tmp_path / 'maps').glob('*.png'))) == 3
