@@ -82,10 +82,14 @@ CASES = {
     'K larger than the candidates': lambda: (
         random_boxes(2, 12, size=400.), torch.rand(2, 12),
         torch.randint(0, 2, (2, 12)), 30),
-    # equal scores, and exact duplicates of boxes with their score
-    'ties': lambda: (torch.cat([random_boxes(2, 60, seed=3)] * 2, 1),
-                     (torch.rand(2, 60) * 10).round().div(10).repeat(1, 2),
-                     torch.randint(0, 3, (2, 60)).repeat(1, 2), 40),
+    # equal scores: every box twice with its score (exact duplicates) and
+    # the same scores again in another class; which of two equal
+    # candidates is kept cannot change the output
+    'ties': lambda: (random_boxes(2, 60, seed=3).repeat(1, 3, 1),
+                     torch.rand(2, 60).repeat(1, 3),
+                     torch.cat([torch.zeros(2, 120, dtype=torch.long),
+                                torch.ones(2, 60, dtype=torch.long)], 1),
+                     40),
 }
 
 
@@ -112,7 +116,8 @@ def onnx_sessions(tmp_path_factory):
         boxes, scores, labels, _ = CASES['random']()
         num = Dim('num', min=2, max=100000)
         torch.onnx.export(
-            Multiclass(k), (boxes, scores, labels), path, dynamo=True,
+            Multiclass(k).eval(), (boxes, scores, labels), path,
+            dynamo=True,
             dynamic_shapes=({1: num}, {1: num}, {1: num}),
             custom_translation_table=ONNX_TRANSLATIONS)
         sessions[k] = ort.InferenceSession(

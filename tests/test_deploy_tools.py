@@ -67,7 +67,7 @@ def test_detection_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
     got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
                 osp.join(tmp, 'onnx.pkl'), '--show-dir',
                 osp.join(tmp, 'vis'))
-    assert got['metrics'] == pytest.approx(ref['metrics'], abs=2e-3)
+    assert got['summary'] == pytest.approx(ref['summary'], abs=2e-3)
     ref_preds = load(osp.join(tmp, 'ckpt.pkl'))
     got_preds = load(osp.join(tmp, 'onnx.pkl'))
     assert len(ref_preds) == len(got_preds) == 3
@@ -121,5 +121,5 @@ def test_segmentation_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
     ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'))
     got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
                 osp.join(tmp, 'maps'))
-    assert got['metrics'] == pytest.approx(ref['metrics'], abs=2e-3)
+    assert got['summary'] == pytest.approx(ref['summary'], abs=2e-3)
     assert len(list((tmp_path / 'maps').glob('*.png'))) == 3

@@ -18,6 +18,7 @@ from torch import nn
 
 from .detector import DenseDetectorExport, UnsupportedModel
 from .nms import ONNX_TRANSLATIONS
+from .roi_align import ONNX_TRANSLATIONS as ROI_TRANSLATIONS
 from .preprocess import preprocess_params
 from .segmentor import SegmentorExport
 
@@ -85,7 +86,8 @@ def export_end_to_end(model: nn.Module, path: str,
             module, (x, ), None, dynamo=True, dynamic_shapes=shapes,
             input_names=[INPUT_NAME],
             output_names=list(module.output_names),
-            custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
+            custom_translation_table={**ONNX_TRANSLATIONS,
+                                      **ROI_TRANSLATIONS}, verbose=False)
     params = preprocess_params(model.data_preprocessor)
     meta = {
         'task': task,

@@ -59,7 +59,7 @@ def _nms_keep_onnx(boxes, scores, iou_threshold: float,
     image, every box may be kept), then the selected (image, box) pairs
     scattered into a boolean mask."""
     from onnxscript import opset18 as op
-    num_boxes = op.Shape(boxes, start=1, end=2)
+    num_boxes = op.Squeeze(op.Shape(boxes, start=1, end=2), [0])
     selected = op.NonMaxSuppression(
         boxes, op.Unsqueeze(scores, [1]), num_boxes,
         op.Constant(value_float=float(iou_threshold)),
