@@ -21,14 +21,14 @@ CHANNELS = [16, 32, 32, 64]
 # a different number of boxes per image.
 DET_TINY = f"""
 model = dict(
-    backbone=dict(arch={TINY_ARCH!r}),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
     neck=dict(in_channels={CHANNELS!r}, out_channels=32),
     bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1),
     test_cfg=dict(score_thr=0.3, nms_pre=200, max_per_img=50))
 """
 SEG_TINY = f"""
 model = dict(
-    backbone=dict(arch={TINY_ARCH!r}),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
     neck=dict(in_channels={CHANNELS!r}, out_channels=32),
     decode_head=dict(in_channels=[32, 32, 32, 32], channels=32))
 """

@@ -73,6 +73,35 @@ def input_size(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return ones.sum(0)[0], ones.sum(1)[0]
 
 
+def channels_last_rows(maps: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> a contiguous (N, H, W, C) copy.
+
+    An explicit copy: reshaping the permuted view would make the exporter
+    decide whether H or W is 1 (whether the view is possible), which ties
+    the traced graph to sizes where the smallest level has the same
+    shape.
+    """
+    return maps.permute(0, 2, 3, 1).clone(
+        memory_format=torch.contiguous_format)
+
+
+def top_k_padded(scores: torch.Tensor, score_thr: float, k: int
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best scores above ``score_thr`` per row and their
+    indices; where a row has fewer, the rest score -1 (index clamped).
+
+    The row is padded to at least ``k`` entries first, so that ``k`` is
+    fixed whatever the input size (``min(k, len)`` would tie the traced
+    graph to the sizes where the same levels are shorter than ``k``).
+    """
+    n, length = scores.shape
+    masked = torch.where(scores > score_thr, scores,
+                         scores.new_full((), -1.))
+    masked = torch.cat([masked, masked.new_full((n, k), -1.)], dim=1)
+    top, idx = masked.topk(k, dim=1)
+    return top, idx.clamp(max=length - 1)
+
+
 def dense_candidates(head: nn.Module, cls_scores: List[torch.Tensor],
                      bbox_preds: List[torch.Tensor], height: torch.Tensor,
                      width: torch.Tensor, cfg) -> Tuple[torch.Tensor, ...]:
@@ -89,14 +118,10 @@ def dense_candidates(head: nn.Module, cls_scores: List[torch.Tensor],
         sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
     all_boxes, all_scores, all_labels, all_valid = [], [], [], []
     for cls_score, bbox_pred, prior in zip(cls_scores, bbox_preds, priors):
-        scores = cls_score.permute(0, 2, 3, 1).reshape(n, -1).sigmoid()
-        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(n, -1, 4)
+        scores = channels_last_rows(cls_score).reshape(n, -1).sigmoid()
+        deltas = channels_last_rows(bbox_pred).reshape(n, -1, 4)
         if nms_pre > 0:
-            k = torch.sym_min(nms_pre, scores.shape[1])
-            masked = torch.where(scores > score_thr, scores,
-                                 scores.new_full((), -1.))
-            _, idx = masked.topk(k, dim=1)
-            scores = scores.gather(1, idx)
+            scores, idx = top_k_padded(scores, score_thr, nms_pre)
         else:
             idx = torch.arange(scores.shape[1], device=scores.device)
             idx = idx.unsqueeze(0).expand(n, -1)
@@ -107,7 +132,7 @@ def dense_candidates(head: nn.Module, cls_scores: List[torch.Tensor],
         boxes = head.bbox_coder.decode(
             anchors.reshape(-1, 4), deltas.reshape(-1, 4), max_shape=None)
         boxes = clip_boxes(boxes.reshape(n, -1, 4), height, width)
-        valid = scores > score_thr
+        valid = scores > score_thr  # padding scores -1
         if min_size is not None and min_size >= 0:
             valid = valid & (boxes[..., 2] - boxes[..., 0] > min_size) & (
                 boxes[..., 3] - boxes[..., 1] > min_size)

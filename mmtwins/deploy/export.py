@@ -9,6 +9,7 @@ class names, output names, mean pixel, size divisor).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any, Dict, Sequence, Tuple
@@ -20,7 +21,7 @@ from .detector import DenseDetectorExport, UnsupportedModel
 from .nms import ONNX_TRANSLATIONS
 from .roi_align import ONNX_TRANSLATIONS as ROI_TRANSLATIONS
 from .preprocess import preprocess_params
-from .segmentor import SegmentorExport
+from .segmentor import SegmentorExport, symbolic_upsample
 
 META_PREFIX = 'mmtwins.'
 INPUT_NAME = 'images'
@@ -48,6 +49,11 @@ def model_fingerprint(model_cfg: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _size_oblivious():
+    import torch.fx.experimental._config as fx_config
+    return fx_config.patch(backed_size_oblivious=True)
+
+
 def deploy_module(model: nn.Module) -> Tuple[str, nn.Module]:
     """``(task, module)``: the end-to-end module for an mmdet detector or
     an mmseg segmentor; :class:`UnsupportedModel` for anything else."""
@@ -66,12 +72,14 @@ def deploy_module(model: nn.Module) -> Tuple[str, nn.Module]:
 def export_end_to_end(model: nn.Module, path: str,
                       size: Tuple[int, int], *, config: str,
                       model_cfg: Any, classes: Sequence[str],
-                      min_size: int = 32) -> Dict[str, str]:
+                      min_size: int = 64) -> Dict[str, str]:
     """Export ``model`` (eval mode) to ``path``; return the metadata
     written into it.
 
     The example input is a batch of 2 random pixel images at ``size``
-    (batch 2: a size-1 example would fix the batch to 1).
+    (batch 2: a size-1 example would fix the batch to 1). Heights and
+    widths from ``min_size`` (64: the stride-32 level must be at least 2
+    pixels for the backbones' convolutions) to 4096 are accepted.
     """
     from torch.export import Dim
 
@@ -81,7 +89,12 @@ def export_end_to_end(model: nn.Module, path: str,
     shapes = ({0: Dim('batch', min=1, max=MAX_BATCH),
                2: Dim('height', min=min_size, max=MAX_SIZE),
                3: Dim('width', min=min_size, max=MAX_SIZE)}, )
-    with torch.no_grad():
+    # Size-oblivious tracing: the exporter does not ask whether a dynamic
+    # size is 1 (for strides and view checks of the smallest pyramid
+    # levels), which would otherwise tie the graph to the example's sizes.
+    rewrites = symbolic_upsample() if task == 'segmentation' else \
+        contextlib.nullcontext()
+    with torch.no_grad(), _size_oblivious(), rewrites:
         program = torch.onnx.export(
             module, (x, ), None, dynamo=True, dynamic_shapes=shapes,
             input_names=[INPUT_NAME],

@@ -48,6 +48,8 @@ def reference_predict(model: nn.Module, images: torch.Tensor) -> list:
     samples = [Sample(metainfo=dict(meta)) for _ in range(len(images))]
     inputs = Normalize(preprocess_params(model.data_preprocessor))(images)
     with torch.no_grad():
+        if task == 'segmentation':  # the class map at ori_shape = input
+            return model.predict(inputs, samples)
         return model.predict(inputs, samples, rescale=False)
 
 

@@ -9,12 +9,37 @@ happens outside the graph.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .detector import UnsupportedModel
 from .preprocess import Normalize, preprocess_params
+
+
+@contextmanager
+def symbolic_upsample() -> Iterator[None]:
+    """While exporting: mmseg's ``Upsample`` modules compute their output
+    size without ``int()``, which would fix the traced size to the
+    example's (the same values for every integer ``scale_factor``)."""
+    from mmseg.models.utils.wrappers import Upsample, resize
+    original = Upsample.forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        factor = self.scale_factor
+        if self.size or not float(factor).is_integer():
+            return original(self, x)
+        size = [t * int(factor) for t in x.shape[-2:]]
+        return resize(x, size, None, self.mode, self.align_corners)
+
+    Upsample.forward = forward
+    try:
+        yield
+    finally:
+        Upsample.forward = original
 
 
 def check_segmentor(model: nn.Module) -> None:

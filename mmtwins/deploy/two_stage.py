@@ -30,7 +30,12 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .detector import UnsupportedModel, clip_boxes, input_size
+from .detector import (
+    UnsupportedModel,
+    clip_boxes,
+    input_size,
+    top_k_padded,
+)
 from .nms import multiclass_nms
 from .preprocess import Normalize, preprocess_params
 from .roi_align import roi_align
@@ -126,8 +131,8 @@ class TwoStageExport(nn.Module):
                 cls.permute(0, 2, 3, 1).reshape(n, -1, 2).softmax(-1)[..., 0]
             delta = reg.permute(0, 2, 3, 1).reshape(n, -1, 4)
             if nms_pre > 0:
-                k = torch.sym_min(nms_pre, score.shape[1])
-                score, idx = score.topk(k, dim=1)
+                # RPN scores are in (0, 1): all valid, padding is -1
+                score, idx = top_k_padded(score, -0.5, nms_pre)
             else:
                 idx = torch.arange(score.shape[1], device=score.device)
                 idx = idx.unsqueeze(0).expand(n, -1)
@@ -140,9 +145,9 @@ class TwoStageExport(nn.Module):
             levels.append(torch.full_like(idx, level))
         boxes, scores = torch.cat(boxes, 1), torch.cat(scores, 1)
         levels = torch.cat(levels, 1)
-        valid = torch.ones_like(scores, dtype=torch.bool)
+        valid = scores > -0.5
         if cfg.get('min_bbox_size', -1) >= 0:
-            valid = (boxes[..., 2] - boxes[..., 0] > cfg.min_bbox_size) & (
+            valid = valid & (boxes[..., 2] - boxes[..., 0] > cfg.min_bbox_size) & (
                 boxes[..., 3] - boxes[..., 1] > cfg.min_bbox_size)
         dets, kept = multiclass_nms(boxes, scores, levels, valid,
                                     float(cfg.nms.iou_threshold),

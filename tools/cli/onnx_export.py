@@ -62,7 +62,7 @@ def export_end_to_end_cli(args, cfg, model) -> int:
         meta = export_end_to_end(
             model, path, tuple(size), config=osp.basename(args.config),
             model_cfg=cfg.model, classes=_classes(cfg),
-            min_size=args.min_size)
+            min_size=max(args.min_size, 64))
     except UnsupportedModel as exc:
         raise ToolError(f'{args.config}: {exc}') from None
     took = time.perf_counter() - start
@@ -70,7 +70,7 @@ def export_end_to_end_cli(args, cfg, model) -> int:
              if osp.isfile(p)) / 2**20
     print(f'{type(model).__name__} end to end: exported to {path} '
           f'({mb:.1f} MiB, outputs {meta["mmtwins.outputs"]}, dynamic N, '
-          f'H, W >= {args.min_size}, {took:.0f} s)')
+          f'H, W >= {max(args.min_size, 64)}, {took:.0f} s)')
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     names = [o.name for o in session.get_outputs()]
 
