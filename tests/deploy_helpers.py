@@ -59,9 +59,10 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def build(cfg_path: str, seed: int = 0) -> torch.nn.Module:
     """The config's model, eval mode, perturbed weights."""
-    import mmtwins  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
+
+    import mmtwins  # noqa: F401
     cfg = Config.fromfile(cfg_path)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         torch.manual_seed(seed)

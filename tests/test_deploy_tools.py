@@ -5,14 +5,14 @@ the same metrics and predictions as the checkpoint it came from, and
 import json
 import os.path as osp
 
-import numpy as np
+import mmcv
 import pytest
 import torch
 from deploy_helpers import DET_TINY, SEG_TINY, build
 from mmengine.fileio import load
 from tools_helpers import load_tool, make_mini, run_tool, write_config
 
-from mmtwins.deploy.parity import box_iou
+from mmtwins.deploy.parity import match_detections
 
 pytestmark = pytest.mark.slow
 
@@ -71,15 +71,19 @@ def test_detection_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
     ref_preds = load(osp.join(tmp, 'ckpt.pkl'))
     got_preds = load(osp.join(tmp, 'onnx.pkl'))
     assert len(ref_preds) == len(got_preds) == 3
-    boxes = 0
+    # Same labels and boxes (IoU >= 0.99). The random weights put many
+    # overlapping boxes near the score and IoU thresholds, where float
+    # differences between onnxruntime's and PyTorch's kernels may flip one.
+    total = matched = extra = 0
     for a, b in zip(ref_preds, got_preds):
         a, b = a['pred_instances'], b['pred_instances']
-        assert a['labels'].tolist() == b['labels'].tolist()
-        if len(a['bboxes']):
-            iou = box_iou(a['bboxes'].numpy(), b['bboxes'].numpy())
-            assert np.diag(iou).min() >= 0.99
-        boxes += len(a['bboxes'])
-    assert boxes > 0
+        agree = match_detections(a['bboxes'].numpy(), a['labels'].numpy(),
+                                 b['bboxes'].numpy(), b['labels'].numpy())
+        total += agree.reference
+        matched += agree.matched
+        extra += agree.extra
+    assert total > 0
+    assert matched >= 0.95 * total and extra <= 0.05 * total
     assert len(list((tmp_path / 'vis').rglob('*.jpg'))) == 3
 
     # infer.py: pictures and per-image JSON as with a checkpoint
@@ -118,8 +122,14 @@ def test_segmentation_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
                                                          capsys):
     tmp = str(tmp_path)
     cfg, ckpt, onnx_file = _export(tmp, 'segmentation', mini, capsys)
-    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'))
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'), '--out',
+                osp.join(tmp, 'ckpt_maps'))
     got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
-                osp.join(tmp, 'maps'))
+                osp.join(tmp, 'onnx_maps'))
     assert got['summary'] == pytest.approx(ref['summary'], abs=2e-3)
-    assert len(list((tmp_path / 'maps').glob('*.png'))) == 3
+    maps = sorted((tmp_path / 'onnx_maps').glob('*.png'))
+    assert len(maps) == 3
+    for path in maps:
+        a = mmcv.imread(str(path), 'unchanged')
+        b = mmcv.imread(str(tmp_path / 'ckpt_maps' / path.name), 'unchanged')
+        assert (a == b).mean() >= 0.999

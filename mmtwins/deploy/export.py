@@ -19,8 +19,8 @@ from torch import nn
 
 from .detector import DenseDetectorExport, UnsupportedModel
 from .nms import ONNX_TRANSLATIONS
-from .roi_align import ONNX_TRANSLATIONS as ROI_TRANSLATIONS
 from .preprocess import preprocess_params
+from .roi_align import ONNX_TRANSLATIONS as ROI_TRANSLATIONS
 from .segmentor import SegmentorExport, symbolic_upsample
 
 META_PREFIX = 'mmtwins.'

@@ -16,8 +16,7 @@ def masks_for_image(masks: np.ndarray, dets: np.ndarray, layout: str,
                     threshold: float = MASK_THRESHOLD) -> torch.Tensor:
     """(n, H, W) bool masks at ``ori_shape`` from (n, h, w) RoI mask
     probabilities and their (n, 5) detections in input pixels."""
-    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
-        _do_paste_mask
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
     if layout != 'roi':
         raise ValueError(f'unknown mask layout {layout!r}')
     ori = metainfo.get('ori_shape', size)[:2]

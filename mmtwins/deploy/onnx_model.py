@@ -181,5 +181,9 @@ def onnx_model_cfg(onnx_file: str, cfg, config: str,
     meta = read_metadata(onnx_file)
     check_matches_config(meta, cfg, onnx_file, config)
     threads = num_threads or int(os.environ.get('MMTWINS_ORT_THREADS', 0))
+    # The pixels go to the file as loaded: no mmdet/mmseg preprocessor (an
+    # explicit one also keeps mmengine's Runner from filling in a
+    # config's top-level ``data_preprocessor``, as mmseg configs have).
     return dict(type='mmtwins.ONNXRuntimeModel',
-                onnx_file=osp.abspath(onnx_file), num_threads=threads or None)
+                onnx_file=osp.abspath(onnx_file), num_threads=threads or None,
+                data_preprocessor=dict(type='mmengine.BaseDataPreprocessor'))

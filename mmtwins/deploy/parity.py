@@ -64,34 +64,45 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
+def match_detections(ref_boxes: np.ndarray, ref_labels: np.ndarray,
+                     boxes: np.ndarray, labels: np.ndarray) -> Agreement:
+    """Match each reference detection to an unused one of the same label
+    with the highest IoU (>= :data:`MATCH_IOU`)."""
+    ref_boxes = np.asarray(ref_boxes).reshape(-1, 4)
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    used = np.zeros(len(boxes), dtype=bool)
+    iou = box_iou(ref_boxes, boxes) if len(boxes) and len(ref_boxes) \
+        else np.zeros((len(ref_boxes), len(boxes)))
+    matched, lowest = 0, 1.0
+    for j in range(len(ref_boxes)):
+        cand = np.where((labels == ref_labels[j]) & ~used)[0]
+        if not len(cand):
+            continue
+        best = cand[np.argmax(iou[j, cand])]
+        if iou[j, best] >= MATCH_IOU:
+            used[best] = True
+            matched += 1
+            lowest = min(lowest, float(iou[j, best]))
+    return Agreement(len(ref_boxes), matched, int((~used).sum()), lowest)
+
+
 def compare_detections(samples: list, outs: Dict[str, np.ndarray]
                        ) -> Agreement:
-    """Match each PyTorch detection to an unused ONNX one of the same
-    label with the highest IoU (>= :data:`MATCH_IOU`)."""
-    total = matched = extra = 0
-    lowest = 1.0
+    """:func:`match_detections` of PyTorch's and the file's detections,
+    summed over the batch."""
+    total = Agreement(0, 0, 0, 1.0)
     for i, sample in enumerate(samples):
         pred = sample.pred_instances
-        ref_boxes = pred.bboxes.detach().cpu().numpy().reshape(-1, 4)
-        ref_labels = pred.labels.cpu().numpy()
         keep = outs['labels'][i] >= 0
-        boxes = outs['dets'][i][keep][:, :4]
-        labels = outs['labels'][i][keep]
-        used = np.zeros(len(boxes), dtype=bool)
-        iou = box_iou(ref_boxes, boxes) if len(boxes) and len(ref_boxes) \
-            else np.zeros((len(ref_boxes), len(boxes)))
-        for j in range(len(ref_boxes)):
-            cand = np.where((labels == ref_labels[j]) & ~used)[0]
-            if not len(cand):
-                continue
-            best = cand[np.argmax(iou[j, cand])]
-            if iou[j, best] >= MATCH_IOU:
-                used[best] = True
-                matched += 1
-                lowest = min(lowest, float(iou[j, best]))
-        total += len(ref_boxes)
-        extra += int((~used).sum())
-    return Agreement(total, matched, extra, lowest)
+        one = match_detections(pred.bboxes.detach().cpu().numpy(),
+                               pred.labels.cpu().numpy(),
+                               outs['dets'][i][keep][:, :4],
+                               outs['labels'][i][keep])
+        total = Agreement(total.reference + one.reference,
+                          total.matched + one.matched,
+                          total.extra + one.extra,
+                          min(total.lowest_iou, one.lowest_iou))
+    return total
 
 
 def compare_segmentation(samples: list, outs: Dict[str, np.ndarray]

@@ -25,7 +25,7 @@ PyTorch models (:mod:`mmtwins.deploy.masks`).
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import nn
@@ -147,8 +147,9 @@ class TwoStageExport(nn.Module):
         levels = torch.cat(levels, 1)
         valid = scores > -0.5
         if cfg.get('min_bbox_size', -1) >= 0:
-            valid = valid & (boxes[..., 2] - boxes[..., 0] > cfg.min_bbox_size) & (
-                boxes[..., 3] - boxes[..., 1] > cfg.min_bbox_size)
+            size = cfg.min_bbox_size
+            valid = valid & (boxes[..., 2] - boxes[..., 0] > size) & (
+                boxes[..., 3] - boxes[..., 1] > size)
         dets, kept = multiclass_nms(boxes, scores, levels, valid,
                                     float(cfg.nms.iou_threshold),
                                     int(cfg.max_per_img))

@@ -167,7 +167,6 @@ def evaluate(cfg, model_cfg: Optional[dict], checkpoint: Optional[str],
 def main(argv=None) -> None:
     args = parse_args(argv)
     with exit_on_user_error(args.debug) as ctx:
-        import numpy as np
         import torch
 
         import mmtwins.deploy  # noqa: F401
@@ -182,6 +181,7 @@ def main(argv=None) -> None:
         ctx.cfg = cfg
         threads = args.threads or torch.get_num_threads()
         torch.set_num_threads(threads)
+        model_cfg = copy.deepcopy(cfg.model)  # building adds keys to it
         model = build_model(cfg, args.checkpoint)
         size = list(args.shape or default_shape(cfg))
         work = args.work_dir or tempfile.mkdtemp(prefix='deploy_bench_')
@@ -191,7 +191,7 @@ def main(argv=None) -> None:
         int8 = osp.join(work, f'{stem}_int8.onnx')
         export_end_to_end(model, fp32, tuple(size),
                           config=osp.basename(args.config),
-                          model_cfg=cfg.model, classes=_classes(cfg))
+                          model_cfg=model_cfg, classes=_classes(cfg))
         params = preprocess_params(model.data_preprocessor)
         calib = calibration_batches(cfg, params, args.calib)
         quantize_int8(fp32, int8, calib)
@@ -235,8 +235,9 @@ def main(argv=None) -> None:
                     times[name].append(time.perf_counter() - start)
         scores: Dict[str, float] = {}
         if args.eval:
-            onnx_cfg = dict(type='mmtwins.ONNXRuntimeModel',
-                            num_threads=threads)
+            onnx_cfg = dict(
+                type='mmtwins.ONNXRuntimeModel', num_threads=threads,
+                data_preprocessor=dict(type='mmengine.BaseDataPreprocessor'))
             scores['onnxruntime fp32'] = evaluate(
                 cfg, dict(onnx_cfg, onnx_file=fp32), None,
                 osp.join(work, 'eval_fp32'))
@@ -271,7 +272,6 @@ def main(argv=None) -> None:
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')
-        del np
 
 
 if __name__ == '__main__':

@@ -44,8 +44,9 @@ def _classes(cfg) -> Tuple[str, ...]:
     return tuple(getattr(cls, 'METAINFO', {}).get('classes', ()))
 
 
-def export_end_to_end_cli(args, cfg, model) -> int:
-    """Export, check, print one line per check; the exit status."""
+def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
+    """Export, check, print one line per check; the exit status.
+    ``model_cfg``: ``cfg.model`` as loaded, before the model was built."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -61,7 +62,7 @@ def export_end_to_end_cli(args, cfg, model) -> int:
     try:
         meta = export_end_to_end(
             model, path, tuple(size), config=osp.basename(args.config),
-            model_cfg=cfg.model, classes=_classes(cfg),
+            model_cfg=model_cfg, classes=_classes(cfg),
             min_size=max(args.min_size, 64))
     except UnsupportedModel as exc:
         raise ToolError(f'{args.config}: {exc}') from None

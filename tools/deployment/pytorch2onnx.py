@@ -34,9 +34,11 @@ range is narrowed to that size, which is printed.
 
 Exit status: 0 when every check passes; 1 when one does not; 2 with one
 ``error:`` line when the model cannot be exported.
+"""
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import os.path as osp
 import re
@@ -273,10 +275,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg = load_config(args.config, args.cfg_options)
         if args.checkpoint is not None:
             check_file(args.checkpoint, 'checkpoint')
+        # mmdet's detectors add train/test settings into the model config
+        # while they are built: the file's fingerprint uses it as written.
+        model_cfg = copy.deepcopy(cfg.model)
         model = build_model(cfg, args.checkpoint)
         if not (args.backbone_only or args.tensor_forward):
             from tools.cli.onnx_export import export_end_to_end_cli
-            sys.exit(export_end_to_end_cli(args, cfg, model))
+            sys.exit(export_end_to_end_cli(args, cfg, model, model_cfg))
         if not hasattr(model, 'backbone'):
             raise ToolError(f'{type(model).__name__} has no backbone to '
                             'export')
