@@ -68,3 +68,27 @@ def build(cfg_path: str, seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = MODELS.build(cfg.model)
     return perturb(model, seed)
+
+MASK_RCNN_CFG = osp.join(REPO, 'configs', 'detection',
+                         'mask_rcnn_twins_pcpvt_s_1x_coco.py')
+MASK_RCNN_TINY = f"""
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r}), init_cfg=None),
+    neck=dict(in_channels={CHANNELS!r}, out_channels=32),
+    rpn_head=dict(in_channels=32, feat_channels=32),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=32),
+        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes=3),
+        mask_roi_extractor=dict(out_channels=32),
+        mask_head=dict(in_channels=32, conv_out_channels=32,
+                       num_classes=3)),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100),
+                  rcnn=dict(max_per_img=30)))
+"""
+
+
+def tiny_mask_rcnn_config(path: str) -> str:
+    """A tiny Mask R-CNN of the Twins-PCPVT-S paper config (3 classes)."""
+    with open(path, 'w') as f:
+        f.write(f'_base_ = {MASK_RCNN_CFG!r}\n' + MASK_RCNN_TINY)
+    return path

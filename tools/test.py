@@ -19,6 +19,7 @@ Examples::
 
     python tools/test.py CONFIG CKPT --work-dir work_dirs/eval
     python tools/test.py CONFIG CKPT --show-dir vis --tta
+    python tools/test.py CONFIG MODEL.onnx  # onnxruntime (mmtwins.deploy)
     bash tools/dist_test.sh CONFIG CKPT 8
 """
 import argparse

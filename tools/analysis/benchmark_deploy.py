@@ -269,6 +269,9 @@ def main(argv=None) -> None:
             score = f'{scores[name]:.1f}' if name in scores else '-'
             print(f'| {name} | {1000 * statistics.median(times[name]):.1f} '
                   f'| {ratio:.2f}x | {score} |')
+        fp32, int8 = times['onnxruntime fp32'], times['onnxruntime int8']
+        print(f'# onnxruntime int8 vs fp32: '
+              f'{statistics.median(a / b for a, b in zip(fp32, int8)):.2f}x')
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')
