@@ -99,18 +99,19 @@ def test_detection_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
     # bad inputs: one error line each
     _one_error_line(run_tool(['tools/infer.py', cfg, onnx_file, cfg]),
                     'cannot read', 'as an image')
+    work = ['--work-dir', osp.join(tmp, 'errors')]
     _one_error_line(run_tool(['tools/test.py', cfg,
-                              osp.join(tmp, 'missing.onnx')]),
+                              osp.join(tmp, 'missing.onnx'), *work]),
                     'missing.onnx')
     foreign = osp.join(tmp, 'foreign.onnx')
     torch.onnx.export(torch.nn.Linear(2, 2), (torch.randn(1, 2), ),
                       foreign, dynamo=True)
-    _one_error_line(run_tool(['tools/test.py', cfg, foreign]),
+    _one_error_line(run_tool(['tools/test.py', cfg, foreign, *work]),
                     'foreign.onnx', 'pytorch2onnx.py')
     other = write_config(osp.join(tmp, 'other.py'), 'detection', mini,
                          extra=DET_TINY + 'model.update(bbox_head=dict('
                          'num_classes=4))\n')
-    _one_error_line(run_tool(['tools/test.py', other, onnx_file]),
+    _one_error_line(run_tool(['tools/test.py', other, onnx_file, *work]),
                     'exported from', 'other.py')
     _one_error_line(run_tool([
         'tools/deployment/pytorch2onnx.py', cfg, '--out',
