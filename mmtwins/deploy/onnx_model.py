@@ -126,6 +126,7 @@ class ONNXRuntimeModel(BaseModel):
                                 f'{mode!r} asked)')
         batch, sizes = pad_batch(inputs, self.params)
         outs = self.run(batch)
+        outs['images_shape'] = batch.shape[2:]
         if data_samples is None:
             data_samples = [None] * len(inputs)
         if self.task == 'detection':
@@ -138,6 +139,14 @@ class ONNXRuntimeModel(BaseModel):
         from mmdet.structures import DetDataSample
         from mmengine.structures import InstanceData
         sample = sample if sample is not None else DetDataSample()
+        # What mmdet's DetDataPreprocessor does to the samples (box types
+        # as tensors, the batch's input shape), which the visualiser and
+        # metrics expect.
+        from mmdet.models.utils import samplelist_boxtype2tensor
+        samplelist_boxtype2tensor([sample])
+        batch_shape = tuple(int(v) for v in outs['images_shape'])
+        sample.set_metainfo(dict(batch_input_shape=batch_shape,
+                                 pad_shape=batch_shape))
         keep = outs['labels'][i] >= 0
         dets = torch.from_numpy(outs['dets'][i][keep].copy())
         boxes = dets[:, :4]
