@@ -54,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         'images and save them with a JSON of predictions per image.')
     parser.add_argument('model',
                         help='config file or model-zoo name (config stem)')
-    parser.add_argument('checkpoint', help='checkpoint of that config')
+    parser.add_argument('checkpoint', help='checkpoint of that config, or '
+                        'an end-to-end .onnx file exported from it')
     parser.add_argument('input',
                         help='an image, a folder of images or a glob')
     parser.add_argument('--out-dir', default='outputs',
@@ -123,6 +124,9 @@ def run(args: argparse.Namespace) -> List[str]:
     if not images:
         return []
     cfg = Config.fromfile(config)
+    if args.checkpoint.lower().endswith('.onnx'):  # run with onnxruntime
+        from mmtwins.deploy.inferencer import build_onnx_inferencer
+        build_inferencer = build_onnx_inferencer  # noqa: F811
     task, inferencer = build_inferencer(cfg, config, args.checkpoint,
                                         args.device, args.max_vis_size)
     classes = list(inferencer.model.dataset_meta['classes'])

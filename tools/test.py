@@ -21,6 +21,7 @@ Examples::
 
     python tools/test.py CONFIG CKPT --work-dir work_dirs/eval
     python tools/test.py CONFIG CKPT --show-dir vis --tta
+    python tools/test.py CONFIG MODEL.onnx  # onnxruntime (mmtwins.deploy)
     bash tools/dist_test.sh CONFIG CKPT 8
 """
 import argparse
@@ -44,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Test an mmdet detector or mmseg segmentor and write '
         'metrics.json and report.md into the work dir.')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file (path or URL)')
+    parser.add_argument('checkpoint', help='checkpoint file (path or URL), '
+                        'or an end-to-end .onnx file exported from CONFIG')
     parser.add_argument('--work-dir',
                         help='where the logs and the report go')
     parser.add_argument(
@@ -248,11 +250,16 @@ def main(argv=None) -> None:
 
         cfg, task = build_test_config(args)
         ctx.cfg = cfg
-        weights = checkpoint_weights(args.checkpoint)
+        from tools.cli.onnx_eval import is_onnx, use_onnx_model
+        if is_onnx(args.checkpoint):  # onnxruntime runs the exported file
+            use_onnx_model(cfg, args)
+        weights = None if is_onnx(args.checkpoint) else \
+            checkpoint_weights(args.checkpoint)
         runner = build_runner(cfg)
-        require_fit(runner.model, weights, args.checkpoint, args.config,
-                    allow_partial=args.allow_partial_load,
-                    partial_flag='--allow-partial-load')
+        if weights is not None:
+            require_fit(runner.model, weights, args.checkpoint, args.config,
+                        allow_partial=args.allow_partial_load,
+                        partial_flag='--allow-partial-load')
         del weights
         if args.compile:
             compile_for_test(runner.model)

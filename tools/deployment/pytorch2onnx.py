@@ -1,36 +1,44 @@
 #!/usr/bin/env python
-"""Export a config's backbone (and whole model) to ONNX and check it.
+"""Export a config's model to ONNX end to end and check it against PyTorch.
 
 Usage::
 
-    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --shape H W
-        [--dynamic] [--check-shape H W ...] [--out-dir DIR]
-        [--backbone-only] [--rtol 1e-4] [--cfg-options KEY=VALUE ...]
+    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
+        [--shape H W] [--out FILE] [--cfg-options KEY=VALUE ...]
+    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
+        --backbone-only | --tensor-forward  [--dynamic] [--check-shape H W]
 
-Builds ``cfg.model`` under the config's scope (weights from CHECKPOINT when
-given, else the config's initialisation), exports ``model.backbone`` with
-PyTorch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``)
-on a random ``1x3xHxW`` input, runs the file with onnxruntime and prints the
-largest difference against PyTorch for every output. With ``--dynamic`` the
-height and width are symbolic: the same file is checked at the export size
-and at every ``--check-shape`` (default: one more size, 96x160 pixels
-larger, where Twins' LSA windows pad differently). Then the whole model's
-``tensor`` forward (backbone, neck, heads; no data preprocessor and no
-post-processing) is exported and checked the same way, where that works;
-where it does not, one line says why and the backbone result stands.
+By default the whole model is exported (see :mod:`mmtwins.deploy`): the
+input is a batch of pixel images (N, 3, H, W) in the test pipeline's
+channel order, with N, H and W dynamic; normalisation and the test-time
+post-processing are in the graph. Detectors give ``dets`` (N, K, 5) and
+``labels`` (N, K) (padded rows: score 0, label -1; Mask R-CNN also
+``masks``), segmentors ``seg`` (N, H, W). The file's metadata records the
+config's model fingerprint, task and class names, so ``tools/test.py`` and
+``tools/infer.py`` refuse it with another config. The file is then run with
+onnxruntime and compared with the PyTorch model's own ``predict`` at the
+export size (default: the test pipeline's resize scale), at two other
+sizes and for a batch of 2: one line per check with the detections matched
+(same label, IoU >= 0.99) or the pixels that agree.
 
-Dynamic export traces the model once with symbolic sizes; where the
-traced graph only holds above some size (e.g. Twins-SVT needs at least two
-7x7 windows per side in its last stage, 256 pixels), the exporter says so
-and the range is narrowed to that size, which is printed.
+``--backbone-only`` exports ``model.backbone`` only; ``--tensor-forward``
+the backbone and then the model's ``tensor`` forward (raw head maps, no
+pre- or post-processing). Both use a random ``1x3xHxW`` input and print the
+largest difference against PyTorch for every output. With ``--dynamic``
+the height and width are symbolic: the same file is checked at the export
+size and at every ``--check-shape`` (default: one more size, 96x160 pixels
+larger, where Twins' LSA windows pad differently). Where the traced graph
+only holds above some size (e.g. Twins-SVT needs at least two 7x7 windows
+per side in its last stage, 256 pixels), the exporter says so and the
+range is narrowed to that size, which is printed.
 
-Exit status: 0 when every checked backbone output is within ``--rtol``
-(largest absolute difference over the largest absolute value); 1 when one
-is not; 2 with one ``error:`` line when the model cannot be exported.
+Exit status: 0 when every check passes; 1 when one does not; 2 with one
+``error:`` line when the model cannot be exported.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import os.path as osp
 import re
@@ -214,31 +222,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
 
     parser = argparse.ArgumentParser(
-        description='Export a config\'s backbone and model to ONNX and '
-        'check the file with onnxruntime.')
+        description='Export a config\'s model (by default end to end, with '
+        'pre- and post-processing) to ONNX and check the file with '
+        'onnxruntime.')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint file')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        required=True, help='export input height and width')
+                        help='export input height and width (default: the '
+                        'test pipeline\'s resize scale)')
+    parser.add_argument('--out', help='end-to-end file (default: '
+                        'OUT_DIR/<config stem>.onnx)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='symbolic height and width')
+                        help='--backbone-only/--tensor-forward: symbolic '
+                        'height and width (end to end always is)')
     parser.add_argument(
         '--check-shape', type=int, nargs=2, metavar=('H', 'W'),
-        action='append', help='further sizes to check a --dynamic file at '
-        '(repeatable; default: H+96 W+160)')
+        action='append', help='further sizes to check the file at '
+        '(repeatable; default end to end: two sizes around --shape; '
+        'otherwise H+96 W+160)')
     parser.add_argument('--min-size', type=int, default=32,
                         help='smallest dynamic height/width (default 32)')
     parser.add_argument('--out-dir', default='work_dirs/onnx',
                         help='where the .onnx files go')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='skip the whole-model export')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--backbone-only', action='store_true',
+                      help='export and check the backbone only')
+    mode.add_argument('--tensor-forward', action='store_true',
+                      help='export and check the backbone and the model\'s '
+                      'tensor forward (raw head outputs)')
     parser.add_argument('--rtol', type=float, default=1e-4,
-                        help='largest accepted relative difference')
+                        help='backbone/tensor checks: largest accepted '
+                        'relative difference')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    if min(args.shape) <= 0:
+    if args.shape is not None and min(args.shape) <= 0:
         parser.error(f'--shape needs positive H and W, got {args.shape}')
     return args
 
@@ -260,10 +279,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg = load_config(args.config, args.cfg_options)
         if args.checkpoint is not None:
             check_file(args.checkpoint, 'checkpoint')
+        # mmdet's detectors add train/test settings into the model config
+        # while they are built: the file's fingerprint uses it as written.
+        model_cfg = copy.deepcopy(cfg.model)
         model = build_model(cfg, args.checkpoint)
+        if not (args.backbone_only or args.tensor_forward):
+            from tools.cli.onnx_export import export_end_to_end_cli
+            sys.exit(export_end_to_end_cli(args, cfg, model, model_cfg))
         if not hasattr(model, 'backbone'):
             raise ToolError(f'{type(model).__name__} has no backbone to '
                             'export')
+        if args.shape is None:
+            from tools.cli.onnx_export import default_shape
+            args.shape = default_shape(cfg)
         h, w = args.shape
         shapes = [(h, w)] + [tuple(s) for s in (args.check_shape or
                                                  [(h + 96, w + 160)])]
@@ -280,12 +308,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except Unexportable as exc:
             raise ToolError(f'cannot export {type(backbone).__name__} to '
                             f'ONNX: {exc}') from None
-        if not args.backbone_only:
+        if args.tensor_forward:
             try:
                 export_and_check(
                     f'model {type(model).__name__} (tensor forward)',
                     tensor_forward(model),
-                    osp.join(args.out_dir, f'{stem}.onnx'), shapes,
+                    osp.join(args.out_dir, f'{stem}_tensor.onnx'), shapes,
                     args.dynamic, args.min_size, args.rtol)
             except Unexportable as exc:
                 print(f'model {type(model).__name__}: not exportable, the '

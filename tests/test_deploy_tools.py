@@ -1,0 +1,136 @@
+"""The deployment tools on the mini datasets: ``pytorch2onnx.py`` writes
+an end-to-end file, ``tools/test.py CONFIG MODEL.onnx`` evaluates it with
+the same metrics and predictions as the checkpoint it came from, and
+``tools/infer.py`` runs it; bad inputs end in one ``error:`` line."""
+import json
+import os.path as osp
+
+import mmcv
+import pytest
+import torch
+from deploy_helpers import DET_TINY, SEG_TINY, build
+from mmengine.fileio import load
+from tools_helpers import load_tool, make_mini, run_tool, write_config
+
+from mmtwins.deploy.parity import match_detections
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory):
+    return make_mini(str(tmp_path_factory.mktemp('mini')), 2, 3)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _one_error_line(proc, *words):
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith('error: ')]
+    assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def _export(tmp, task, mini, capsys):
+    cfg = write_config(osp.join(tmp, f'{task}.py'), task, mini,
+                       extra=DET_TINY if task == 'detection' else SEG_TINY)
+    ckpt = osp.join(tmp, f'{task}.pth')
+    torch.save({'state_dict': build(cfg).state_dict()}, ckpt)
+    onnx_file = osp.join(tmp, f'{task}.onnx')
+    tool = load_tool('deployment/pytorch2onnx.py')
+    with pytest.raises(SystemExit) as info:
+        tool.main([cfg, ckpt, '--out', onnx_file])
+    out = capsys.readouterr().out
+    assert info.value.code == 0, out
+    assert out.count(': ok') == 4, out  # 3 sizes, batch 2
+    return cfg, ckpt, onnx_file
+
+
+def _test(cfg, model, work, *extra):
+    _ok(run_tool(['tools/test.py', cfg, model, '--work-dir', work, *extra]))
+    with open(osp.join(work, 'metrics.json')) as f:
+        return json.load(f)
+
+
+def test_detection_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
+                                                      capsys):
+    tmp = str(tmp_path)
+    cfg, ckpt, onnx_file = _export(tmp, 'detection', mini, capsys)
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'), '--out',
+                osp.join(tmp, 'ckpt.pkl'))
+    got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
+                osp.join(tmp, 'onnx.pkl'), '--show-dir',
+                osp.join(tmp, 'vis'))
+    assert got['summary'] == pytest.approx(ref['summary'], abs=2e-3)
+    ref_preds = load(osp.join(tmp, 'ckpt.pkl'))
+    got_preds = load(osp.join(tmp, 'onnx.pkl'))
+    assert len(ref_preds) == len(got_preds) == 3
+    # Same labels and boxes (IoU >= 0.99). The random weights put many
+    # overlapping boxes near the score and IoU thresholds, where float
+    # differences between onnxruntime's and PyTorch's kernels may flip one.
+    total = matched = extra = 0
+    for a, b in zip(ref_preds, got_preds):
+        a, b = a['pred_instances'], b['pred_instances']
+        agree = match_detections(a['bboxes'].numpy(), a['labels'].numpy(),
+                                 b['bboxes'].numpy(), b['labels'].numpy())
+        total += agree.reference
+        matched += agree.matched
+        extra += agree.extra
+    assert total > 0
+    assert matched >= 0.95 * total and extra <= 0.05 * total
+    assert len(list((tmp_path / 'vis').rglob('*.jpg'))) == 3
+
+    # infer.py: pictures and per-image JSON as with a checkpoint
+    images = osp.join(mini, 'coco', 'val2017')
+    out = osp.join(tmp, 'infer')
+    _ok(run_tool(['tools/infer.py', cfg, onnx_file, images, '--out-dir',
+                  out]))
+    jsons = sorted((tmp_path / 'infer' / 'preds').glob('*.json'))
+    assert len(jsons) == 3
+    pred = json.loads(jsons[0].read_text())
+    assert {'bboxes', 'labels', 'scores', 'classes'} <= set(pred)
+
+    # bad inputs: one error line each
+    _one_error_line(run_tool(['tools/infer.py', cfg, onnx_file, cfg]),
+                    'cannot read', 'as an image')
+    work = ['--work-dir', osp.join(tmp, 'errors')]
+    _one_error_line(run_tool(['tools/test.py', cfg,
+                              osp.join(tmp, 'missing.onnx'), *work]),
+                    'missing.onnx')
+    foreign = osp.join(tmp, 'foreign.onnx')
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.randn(1, 2), ),
+                      foreign, dynamo=True)
+    _one_error_line(run_tool(['tools/test.py', cfg, foreign, *work]),
+                    'foreign.onnx', 'pytorch2onnx.py')
+    other = write_config(osp.join(tmp, 'other.py'), 'detection', mini,
+                         extra=DET_TINY + 'model.update(bbox_head=dict('
+                         'num_classes=4))\n')
+    _one_error_line(run_tool(['tools/test.py', other, onnx_file, *work]),
+                    'exported from', 'other.py')
+    _one_error_line(run_tool([
+        'tools/deployment/pytorch2onnx.py', cfg, '--out',
+        osp.join(tmp, 'x.onnx'), '--cfg-options',
+        'model.test_cfg.nms.type=soft_nms']), 'soft_nms')
+
+
+def test_segmentation_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
+                                                         capsys):
+    tmp = str(tmp_path)
+    cfg, ckpt, onnx_file = _export(tmp, 'segmentation', mini, capsys)
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'), '--out',
+                osp.join(tmp, 'ckpt_maps'))
+    got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'), '--out',
+                osp.join(tmp, 'onnx_maps'))
+    assert got['summary'] == pytest.approx(ref['summary'], abs=2e-3)
+    maps = sorted((tmp_path / 'onnx_maps').glob('*.png'))
+    assert len(maps) == 3
+    for path in maps:
+        a = mmcv.imread(str(path), 'unchanged')
+        b = mmcv.imread(str(tmp_path / 'ckpt_maps' / path.name), 'unchanged')
+        assert (a == b).mean() >= 0.999

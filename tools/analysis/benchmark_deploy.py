@@ -1,0 +1,281 @@
+"""Per-image latency of a model end to end: onnxruntime fp32, PyTorch
+eager, PyTorch compiled and onnxruntime int8, with the test metric beside.
+
+``python tools/analysis/benchmark_deploy.py CONFIG [CHECKPOINT]`` exports
+the config's model end to end (``mmtwins.deploy``), quantises the file to
+int8 with onnxruntime's static quantisation (QDQ, per-channel weights,
+calibrated on ``--calib`` training images through the test pipeline) and
+times, at batch 1 on one input of ``--shape`` (default: the test
+pipeline's resize scale):
+
+* ``onnxruntime fp32`` and ``onnxruntime int8``: ``session.run`` on the
+  pixel batch, everything from normalisation to NMS inside;
+* ``PyTorch eager``: the model's ``test_step`` (mmdet/mmseg data
+  preprocessor, forward and post-processing, as ``tools/test.py``);
+* ``PyTorch compiled``: the same with backbone and neck compiled by
+  ``torch.compile`` (as ``tools/test.py --compile``); the first call
+  compiles and is not timed.
+
+Every repeat runs each backend once, back to back (A B C D A B ...), so
+machine noise hits all alike; the table gives the median time of
+``--repeats`` runs and the median of the per-repeat ratios to PyTorch
+eager. ``--eval`` adds the test set's bbox mAP or mIoU of each backend
+(``mmengine`` runner, the config's evaluator). onnxruntime and PyTorch get
+the same number of threads (``--threads``, default PyTorch's).
+
+Example::
+
+    python tools/analysis/benchmark_deploy.py \\
+        configs/quickstart/retinanet_twins_pcpvt_s_mini_coco.py --eval
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+
+from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa
+
+BACKENDS = ('onnxruntime fp32', 'PyTorch eager', 'PyTorch compiled',
+            'onnxruntime int8')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='weights (default: random initialisation)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--calib', type=int, default=32,
+                        help='training images to calibrate int8 on')
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--eval', action='store_true',
+                        help='also the test metric of every backend')
+    parser.add_argument('--no-compile', action='store_true',
+                        help='leave out PyTorch compiled')
+    parser.add_argument('--work-dir', default=None,
+                        help='where the .onnx files go (default: a '
+                        'temporary folder)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.calib < 1:
+        parser.error('--repeats and --calib must be at least 1')
+    return args
+
+
+def _dataset_cfg(loader_cfg, pipeline=None):
+    ds = copy.deepcopy(loader_cfg.dataset)
+    inner = ds
+    while 'dataset' in inner:
+        inner = inner['dataset']
+    if pipeline is not None:
+        inner['pipeline'] = pipeline
+    return ds
+
+
+def calibration_batches(cfg, params, count: int) -> List:
+    """``count`` training images through the test pipeline, padded as the
+    runner pads them."""
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from mmtwins.deploy.preprocess import pad_batch
+    init_default_scope(cfg.default_scope)
+    test_pipeline = _dataset_cfg(cfg.test_dataloader).get('pipeline')
+    inner = cfg.test_dataloader.dataset
+    while 'dataset' in inner:
+        inner = inner['dataset']
+    pipeline = [p for p in (test_pipeline or inner.pipeline)
+                if p['type'] != 'LoadAnnotations']
+    dataset = DATASETS.build(_dataset_cfg(cfg.train_dataloader, pipeline))
+    batches = []
+    for i in range(min(count, len(dataset))):
+        batch, _ = pad_batch([dataset[i]['inputs']], params)
+        batches.append(batch)
+    return batches
+
+
+def quantize_int8(fp32: str, int8: str, batches: List) -> None:
+    """Static QDQ quantisation (per-channel weights) of ``fp32``."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+
+        def __init__(self) -> None:
+            self.items = iter(batches)
+
+        def get_next(self) -> Optional[Dict]:
+            batch = next(self.items, None)
+            return None if batch is None else {'images': batch}
+
+    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=['Conv', 'MatMul', 'Gemm'])
+    src = onnx.load(fp32, load_external_data=False)
+    dst = onnx.load(int8)
+    if not any(p.key.startswith('mmtwins.') for p in dst.metadata_props):
+        dst.metadata_props.extend(src.metadata_props)
+        onnx.save(dst, int8)
+
+
+def session(path: str, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(path, options,
+                                providers=['CPUExecutionProvider'])
+
+
+def evaluate(cfg, model_cfg: Optional[dict], checkpoint: Optional[str],
+             work_dir: str) -> float:
+    """bbox mAP or mIoU (percent) on the config's test set."""
+    from mmengine.runner import Runner
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.work_dir = work_dir
+    run_cfg.load_from = None if model_cfg else checkpoint
+    if model_cfg:
+        run_cfg.model = model_cfg
+    run_cfg.test_dataloader.num_workers = 0
+    run_cfg.test_dataloader.persistent_workers = False
+    run_cfg.log_level = 'WARNING'
+    metrics = Runner.from_cfg(run_cfg).test()
+    for key in ('coco/bbox_mAP', 'mIoU'):
+        if key in metrics:
+            value = float(metrics[key])
+            return value * 100 if key.startswith('coco') else value
+    return float('nan')
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    with exit_on_user_error(args.debug) as ctx:
+        import torch
+
+        import mmtwins.deploy  # noqa: F401
+        from mmtwins.deploy import export_end_to_end
+        from mmtwins.deploy.preprocess import pad_batch, preprocess_params
+        from tools.analysis.bench_utils import machine
+        from tools.cli.config_checks import load_config
+        from tools.cli.onnx_export import _classes, default_shape
+        from tools.deployment.pytorch2onnx import build_model
+
+        cfg = load_config(args.config, args.cfg_options)
+        ctx.cfg = cfg
+        threads = args.threads or torch.get_num_threads()
+        torch.set_num_threads(threads)
+        model_cfg = copy.deepcopy(cfg.model)  # building adds keys to it
+        model = build_model(cfg, args.checkpoint)
+        size = list(args.shape or default_shape(cfg))
+        work = args.work_dir or tempfile.mkdtemp(prefix='deploy_bench_')
+        os.makedirs(work, exist_ok=True)
+        stem = osp.splitext(osp.basename(args.config))[0]
+        fp32 = osp.join(work, f'{stem}.onnx')
+        int8 = osp.join(work, f'{stem}_int8.onnx')
+        export_end_to_end(model, fp32, tuple(size),
+                          config=osp.basename(args.config),
+                          model_cfg=model_cfg, classes=_classes(cfg))
+        params = preprocess_params(model.data_preprocessor)
+        calib = calibration_batches(cfg, params, args.calib)
+        quantize_int8(fp32, int8, calib)
+
+        image = (torch.rand(3, *size) * 255).to(torch.uint8)
+        batch, _ = pad_batch([image], params)
+        h, w = size
+        meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                    batch_input_shape=(h, w), scale_factor=(1., 1.))
+        if hasattr(model, 'decode_head') and not hasattr(model, 'bbox_head'):
+            from mmseg.structures import SegDataSample as Sample
+        else:
+            from mmdet.structures import DetDataSample as Sample
+        data = dict(inputs=[image], data_samples=[Sample(metainfo=meta)])
+        eager = model
+        runs: Dict[str, Callable[[], object]] = {}
+        sessions = {'onnxruntime fp32': session(fp32, threads),
+                    'onnxruntime int8': session(int8, threads)}
+        for name, sess in sessions.items():
+            runs[name] = (lambda s=sess: s.run(None, {'images': batch}))
+        with torch.no_grad():
+            runs['PyTorch eager'] = lambda: eager.test_step(
+                copy.deepcopy(data))
+            if not args.no_compile:
+                compiled = copy.deepcopy(model)
+                for part in ('backbone', 'neck'):
+                    if getattr(compiled, part, None) is not None:
+                        getattr(compiled, part).compile()
+                start = time.perf_counter()
+                compiled.test_step(copy.deepcopy(data))
+                compile_s = time.perf_counter() - start
+                runs['PyTorch compiled'] = lambda: compiled.test_step(
+                    copy.deepcopy(data))
+            for fn in runs.values():  # warm-up
+                fn()
+            times: Dict[str, List[float]] = {k: [] for k in runs}
+            for _ in range(args.repeats):
+                for name, fn in runs.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+        scores: Dict[str, float] = {}
+        if args.eval:
+            onnx_cfg = dict(
+                type='mmtwins.ONNXRuntimeModel', num_threads=threads,
+                data_preprocessor=dict(type='mmengine.BaseDataPreprocessor'))
+            scores['onnxruntime fp32'] = evaluate(
+                cfg, dict(onnx_cfg, onnx_file=fp32), None,
+                osp.join(work, 'eval_fp32'))
+            scores['onnxruntime int8'] = evaluate(
+                cfg, dict(onnx_cfg, onnx_file=int8), None,
+                osp.join(work, 'eval_int8'))
+            scores['PyTorch eager'] = evaluate(
+                cfg, None, args.checkpoint, osp.join(work, 'eval_eager'))
+            if 'PyTorch compiled' in runs:
+                scores['PyTorch compiled'] = scores['PyTorch eager']
+        metric = 'mIoU' if 'Seg' in type(data['data_samples'][0]).__name__ \
+            else 'bbox mAP'
+        print(f'# {type(model).__name__} ({osp.basename(args.config)}), '
+              f'{"random weights" if not args.checkpoint else "checkpoint"}'
+              f', batch 1 at {h}x{w}, median of {args.repeats} runs')
+        print(f'# machine: {machine(torch.device("cpu"))}; onnxruntime '
+              f'threads {threads}')
+        if not args.no_compile:
+            print(f'# PyTorch compiled: first call (compiling) '
+                  f'{compile_s:.0f} s')
+        print(f'| backend | ms/image | speed vs PyTorch eager | {metric} |')
+        print('|---|---|---|---|')
+        base = times['PyTorch eager']
+        for name in BACKENDS:
+            if name not in times:
+                continue
+            ratio = statistics.median(b / t for b, t in
+                                      zip(base, times[name]))
+            score = f'{scores[name]:.1f}' if name in scores else '-'
+            print(f'| {name} | {1000 * statistics.median(times[name]):.1f} '
+                  f'| {ratio:.2f}x | {score} |')
+        fp32, int8 = times['onnxruntime fp32'], times['onnxruntime int8']
+        print(f'# onnxruntime int8 vs fp32: '
+              f'{statistics.median(a / b for a, b in zip(fp32, int8)):.2f}x')
+        if 'PyTorch compiled' in scores:
+            print('# PyTorch compiled runs the eager model\'s weights and '
+                  'post-processing: its metric is the eager one')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,96 @@
+"""``tools/deployment/pytorch2onnx.py``'s end-to-end mode: export the whole
+model with :func:`mmtwins.deploy.export_end_to_end` and check the file
+against the PyTorch model's own ``predict`` at three sizes and a batch of
+2 (:mod:`mmtwins.deploy.parity`)."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import time
+from typing import List, Tuple
+
+from tools.cli.errors import ToolError
+
+
+def default_shape(cfg) -> List[int]:
+    """(H, W) of the test pipeline's ``Resize`` scale (mmdet/mmseg give
+    it as (w, h)), rounded up to 32; 512x512 without one."""
+    pipeline = []
+    loader = cfg.get('test_dataloader') or {}
+    ds = loader.get('dataset') or {}
+    while 'dataset' in ds:
+        ds = ds['dataset']
+    pipeline = ds.get('pipeline') or []
+    for step in pipeline:
+        scale = step.get('scale') if isinstance(step, dict) else None
+        if step.get('type') == 'Resize' and scale is not None:
+            if isinstance(scale, int):
+                scale = (scale, scale)
+            w, h = scale
+            return [-(-int(h) // 32) * 32, -(-int(w) // 32) * 32]
+    return [512, 512]
+
+
+def _classes(cfg) -> Tuple[str, ...]:
+    ds = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    while 'dataset' in ds:
+        ds = ds['dataset']
+    classes = (ds.get('metainfo') or {}).get('classes')
+    if classes:
+        return tuple(classes)
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope(cfg.get('default_scope'))
+    cls = DATASETS.get(ds.get('type'))
+    return tuple(getattr(cls, 'METAINFO', {}).get('classes', ()))
+
+
+def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
+    """Export, check, print one line per check; the exit status.
+    ``model_cfg``: ``cfg.model`` as loaded, before the model was built."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from mmtwins.deploy import UnsupportedModel, export_end_to_end
+    from mmtwins.deploy.parity import check_file, sizes_to_check
+
+    size = list(args.shape or default_shape(cfg))
+    stem = osp.splitext(osp.basename(args.config))[0]
+    path = args.out or osp.join(args.out_dir, f'{stem}.onnx')
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    start = time.perf_counter()
+    try:
+        meta = export_end_to_end(
+            model, path, tuple(size), config=osp.basename(args.config),
+            model_cfg=model_cfg, classes=_classes(cfg),
+            min_size=max(args.min_size, 64))
+    except UnsupportedModel as exc:
+        raise ToolError(f'{args.config}: {exc}') from None
+    took = time.perf_counter() - start
+    mb = sum(os.path.getsize(p) for p in (path, path + '.data')
+             if osp.isfile(p)) / 2**20
+    print(f'{type(model).__name__} end to end: exported to {path} '
+          f'({mb:.1f} MiB, outputs {meta["mmtwins.outputs"]}, dynamic N, '
+          f'H, W >= {max(args.min_size, 64)}, {took:.0f} s)')
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(batch: np.ndarray):
+        return dict(zip(names, session.run(None, {'images': batch})))
+
+    checks = [(1, size), (2, size)] + [
+        (1, list(s)) for s in (args.check_shape or sizes_to_check(size))]
+    torch.manual_seed(0)
+    ok = True
+    for batch, (h, w) in checks:
+        images = torch.rand(batch, 3, h, w) * 255
+        agree = check_file(model, run, images)
+        unit = 'pixels' if 'seg' in names else 'detections'
+        verdict = 'ok' if agree.exact else 'DIFFERENT'
+        iou = '' if unit == 'pixels' else \
+            f', lowest IoU {agree.lowest_iou:.4f}'
+        print(f'  batch {batch} at {h}x{w}: {agree.matched}/'
+              f'{agree.reference} {unit} agree, {agree.extra} '
+              f'{"differ" if unit == "pixels" else "extra"}{iou}: {verdict}')
+        ok = ok and agree.exact
+    return 0 if ok else 1
