@@ -76,7 +76,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     optimizer=dict(lr=2e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10, norm_type=2))
+    clip_grad=dict(_delete_=True, max_norm=10, norm_type=2))
 auto_scale_lr = dict(enable=False)
 default_hooks = dict(
     logger=dict(interval=10),
