@@ -4,16 +4,18 @@
 mmengine's ``Runner.test()`` returns. The raw metrics keep mmdet's and
 mmseg's own names and units (COCO AP as a fraction, mmseg's IoU in percent);
 the ``summary`` puts both on one scale, percent, under short names that
-``tools/analysis/report.py`` and the model-zoo tables use. ``report.md``
-shows the run's headline columns (box AP and, for instance masks, mask AP;
-or mIoU) and, under them, the paper's numbers for the same config where the
-model-zoo metafiles have them:
+``tools/analysis/report.py`` and the model-zoo tables use:
 
 * detection: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``,
   ``bbox_mAP_s/m/l`` (and ``segm_*`` for instance masks), plus
   ``bbox_AP.<class>`` when the metric ran ``classwise``;
 * segmentation: ``aAcc``, ``mIoU``, ``mAcc``, plus ``IoU.<class>`` and
   ``Acc.<class>``.
+
+``report.md`` shows the run's model-zoo columns (box AP, AP50, ... and, for
+instance masks, mask AP, ...; or mIoU, mAcc, aAcc) and, in a second row,
+the paper's numbers for the same config where the model-zoo metafiles have
+them (:mod:`tools.cli.paper_results`).
 """
 from __future__ import annotations
 
