@@ -70,7 +70,11 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 # Schedule: 4 epochs of 50 iterations (8 images each), linear warm-up then
-# cosine decay; validation after epochs 2 and 4.
+# cosine decay; validation after epochs 2 and 4. Measured with
+# `QUICKSTART_DIR=/tmp/qs_mask-rcnn bash tools/quickstart.sh mask-rcnn` on
+# the shared 2-core machine: bbox mAP 0.384 / segm mAP 0.520 after epoch 2,
+# 0.671 / 0.773 after epoch 4, in 10 min 39 s of training (3.3 s/iter under
+# load); a training step costs 2.8 CPU-seconds (1.7 s on an idle machine).
 max_epochs = 4
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 param_scheduler = [
