@@ -71,10 +71,10 @@ test_evaluator = val_evaluator
 
 # Schedule: 4 epochs of 50 iterations (8 images each), linear warm-up then
 # cosine decay; validation after epochs 2 and 4. Measured with
-# `QUICKSTART_DIR=/tmp/qs_mask-rcnn bash tools/quickstart.sh mask-rcnn` on
-# the shared 2-core machine: bbox mAP 0.384 / segm mAP 0.520 after epoch 2,
-# 0.671 / 0.773 after epoch 4, in 10 min 39 s of training (3.3 s/iter under
-# load); a training step costs 2.8 CPU-seconds (1.7 s on an idle machine).
+# `bash tools/quickstart.sh mask-rcnn` on the 2-core machine: bbox mAP 0.384
+# / segm mAP 0.520 after epoch 2, 0.671 / 0.773 after epoch 4, in 6 min 5 s
+# of training (1.8 s/iter, load average about 2) and in 10 min 39 s while
+# the machine was busier (3.3 s/iter, load average 3-7).
 max_epochs = 4
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 param_scheduler = [
