@@ -144,3 +144,45 @@ def test_repo_metafiles_hold_the_paper_rows():
     table = load_paper_results()
     assert table['retinanet_twins_pcpvt_s_1x_coco']['bbox_mAP'] == 43.0
     assert table['fpn_twins_pcpvt_s_80k_ade20k_512x512']['mIoU'] == 44.3
+
+
+MASK_METRICS = {
+    'coco/bbox_mAP': 0.43, 'coco/bbox_mAP_50': 0.65,
+    'coco/segm_mAP': 0.395, 'coco/segm_mAP_50': 0.62,
+}
+
+
+def test_mask_ap_beside_box_ap_and_the_paper(tmp_path, capsys):
+    """Mask R-CNN rows: mask AP next to box AP, each beside the paper's
+    (Twins Table 4, PCPVT-S 1x: box 42.9, mask 40.0)."""
+    mask = _write(tmp_path, 'mask', MASK_METRICS, 'detection',
+                  'configs/detection/mask_rcnn_twins_pcpvt_s_1x_coco.py')
+    quick = _write(tmp_path, 'quick', MASK_METRICS, 'detection',
+                   'configs/quickstart/mask_rcnn_twins_pcpvt_s_mini_coco.py')
+    out_json = str(tmp_path / 'r.json')
+    report_tool.main([mask, quick, '--json', out_json])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith('| Config'))
+    assert header.endswith('| mask AP | Paper box AP | Diff box AP | '
+                           'Paper mask AP | Diff mask AP |')
+    row = next(line for line in lines if 'mask_rcnn_twins_pcpvt_s_1x' in line)
+    assert row.endswith('| 43.0 | 65.0 | - | - | - | - | 39.5 | 42.9 | +0.1 '
+                        '| 40.0 | -0.5 |')
+    quick_row = next(line for line in lines if 'mini_coco' in line)
+    assert quick_row.endswith('| 39.5 | - | - | - | - |')
+    with open(out_json) as f:
+        gathered = json.load(f)
+    assert gathered['detection']['segm_mAP'] == pytest.approx(0.395)
+    assert gathered['runs'][0]['paper']['segm_mAP'] == pytest.approx(0.4)
+
+    text = render_markdown(load_report(mask))
+    assert '| Source | AP | AP50 |' in text and '| mask AP |' in text
+    this_run = next(line for line in text.splitlines()
+                    if line.startswith('| this run |'))
+    assert '| 43.00 | 65.00 |' in this_run and '| 39.50 | 62.00 |' in this_run
+    paper = next(line for line in text.splitlines()
+                 if line.startswith('| paper |'))
+    assert paper.startswith('| paper | 42.90 | 65.80 | 47.10 | - |')
+    assert '| 40.00 | 62.70 | 42.90 |' in paper
+    # No paper row for a config the papers do not have.
+    assert '| paper |' not in render_markdown(load_report(quick))

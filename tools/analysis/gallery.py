@@ -7,8 +7,9 @@ with mmdet's ``DetInferencer`` / mmseg's ``MMSegInferencer`` (through
 :func:`mmtwins.utils.inference.build_inferencer`, so the checkpoint must fit
 the config), and lets mmdet's ``DetLocalVisualizer`` / mmseg's
 ``SegLocalVisualizer`` draw each one as a pair: ground truth on the left,
-prediction on the right (boxes with class and score above ``--score-thr``;
-segmentation masks overlaid with class names). The pairs are tiled
+prediction on the right (boxes with class and score above ``--score-thr``,
+and their instance masks for a Mask R-CNN config; segmentation masks
+overlaid with class names). The pairs are tiled
 ``--cols`` to a row into one PNG, with ``GAP`` white pixels between them.
 
 Small images are enlarged ``--scale`` times (image bilinear, boxes scaled,
@@ -31,7 +32,11 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa: E402
+from tools.cli.errors import (  # noqa: E402
+    ToolError,
+    add_debug_flag,
+    exit_on_user_error,
+)
 
 GAP = 8  # white pixels between gallery cells
 
@@ -44,6 +49,25 @@ def _test_dataset(cfg):
     while 'dataset' in ds_cfg:
         ds_cfg = ds_cfg['dataset']
     return DATASETS.build(ds_cfg)
+
+
+def _polygon_masks(instances: List[dict], height: int, width: int,
+                   scale: float) -> np.ndarray:
+    """Ground-truth polygons (image pixels) drawn as ``(N, height, width)``
+    bool masks of the image enlarged ``scale`` times."""
+    import cv2
+
+    masks = np.zeros((len(instances), height, width), np.uint8)
+    for mask, inst in zip(masks, instances):
+        for poly in inst.get('mask') or []:
+            if not isinstance(poly, list):
+                raise ToolError(
+                    'the gallery draws polygon instance masks only; image '
+                    f'annotation {inst.get("bbox")} has an RLE mask: '
+                    'convert it to polygons')
+            pts = np.asarray(poly, np.float32).reshape(-1, 2) * scale
+            cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return masks.astype(bool)
 
 
 def _det_pair(visualizer, img: np.ndarray, info: dict, pred, scale: float,
@@ -61,6 +85,17 @@ def _det_pair(visualizer, img: np.ndarray, info: dict, pred, scale: float,
                             dtype=torch.long))
     pred_instances = pred.pred_instances.clone()
     pred_instances.bboxes = pred_instances.bboxes * scale
+    if 'masks' in pred_instances:  # an instance segmentation model
+        height, width = img.shape[:2]
+        gt.masks = _polygon_masks(instances, height, width, scale)
+        masks = pred_instances.masks
+        if len(masks):
+            masks = torch.nn.functional.interpolate(
+                masks[:, None].float(), size=(height, width),
+                mode='nearest')[:, 0] > 0.5
+        else:
+            masks = masks.new_zeros((0, height, width))
+        pred_instances.masks = masks
     sample = DetDataSample(gt_instances=gt, pred_instances=pred_instances)
     visualizer.add_datasample('gallery', img, sample, draw_gt=True,
                               draw_pred=True, show=False,

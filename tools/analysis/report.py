@@ -8,9 +8,10 @@ task: detection (box AP, AP50, AP75, APs/m/l, mask AP) and segmentation
 (mIoU, mAcc, aAcc). Each row also shows the paper's number for the same
 config (matched by config file name in the model-zoo metafiles
 ``configs/*/metafile.yml``, see :mod:`tools.cli.paper_results`) and the
-difference in points; runs of configs without a paper row (e.g. the
-quickstart) show ``-`` there. A run tested with ``--tta`` is compared with
-the paper's multi-scale + flip mIoU.
+difference in points: box AP for detection, and mask AP as well when a run
+has instance masks (Mask R-CNN); runs of configs without a paper number
+(e.g. the quickstart) show ``-`` there. A run tested with ``--tta`` is
+compared with the paper's multi-scale + flip mIoU.
 
 ``--out`` writes the Markdown to a file, ``--json`` the same rows as JSON,
 where the metric values are fractions (0-1), plus ``detection`` and
@@ -82,6 +83,12 @@ def _columns(task: str, rows: List[Dict[str, Any]]) -> List[tuple]:
             if c[0] != 'segm_mAP' or any(c[0] in r['summary'] for r in rows)]
 
 
+def _compared(cols: List[tuple]) -> List[tuple]:
+    """The columns put beside the paper: the headline (box AP or mIoU),
+    and mask AP when the table has it."""
+    return [cols[0]] + [c for c in cols[1:] if c[0] == 'segm_mAP']
+
+
 def _figure_title(path: str) -> str:
     """``detection_curves.png`` -> ``Detection curves``."""
     words = osp.splitext(osp.basename(path))[0].replace('_', ' ')
@@ -117,22 +124,24 @@ def render(rows: List[Dict[str, Any]], link_dir: Optional[str] = None,
         if not task_rows:
             continue
         cols = _columns(task, task_rows)
-        key, head = cols[0]
-        header = ['Config', 'Data', *[c[1] for c in cols],
-                  f'Paper {head}', 'Diff']
+        compared = _compared(cols)
+        header = ['Config', 'Data', *[c[1] for c in cols]]
+        for _, head in compared:
+            header += [f'Paper {head}',
+                       'Diff' if len(compared) == 1 else f'Diff {head}']
         lines += [f'## {title}', '', '| ' + ' | '.join(header) + ' |',
                   '|' + '|'.join(['---'] * len(header)) + '|']
         for r in task_rows:
             name = r['config_name'] + (' (TTA)' if r['tta'] else '')
             data = r['dataset'].get('data_root') or '-'
-            paper = (r['paper'] or {}).get(key)
-            ours = r['summary'].get(key)
             link = r['config']
             if link_dir is not None:
                 link = osp.relpath(osp.abspath(link), osp.abspath(link_dir))
             cells = [f'[{name}]({link})', f'`{data}`',
-                     *[_fmt(r['summary'].get(k)) for k, _ in cols],
-                     _fmt(paper), _diff(ours, paper)]
+                     *[_fmt(r['summary'].get(k)) for k, _ in cols]]
+            for key, _ in compared:
+                paper = (r['paper'] or {}).get(key)
+                cells += [_fmt(paper), _diff(r['summary'].get(key), paper)]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
     if figures:

@@ -11,6 +11,11 @@ the ``summary`` puts both on one scale, percent, under short names that
   ``bbox_AP.<class>`` when the metric ran ``classwise``;
 * segmentation: ``aAcc``, ``mIoU``, ``mAcc``, plus ``IoU.<class>`` and
   ``Acc.<class>``.
+
+``report.md`` shows the run's model-zoo columns (box AP, AP50, ... and, for
+instance masks, mask AP, ...; or mIoU, mAcc, aAcc) and, in a second row,
+the paper's numbers for the same config where the model-zoo metafiles have
+them (:mod:`tools.cli.paper_results`).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import os
 import os.path as osp
 import re
 from typing import Any, Dict, List, Optional
+
+from .paper_results import paper_result
 
 SCHEMA = 'mmtwins.eval_report/1'
 
@@ -64,11 +71,11 @@ def summarize(metrics: Dict[str, Any], task: str) -> Dict[str, float]:
     return out
 
 
-def headline(summary: Dict[str, float],
-             task: str) -> Dict[str, Optional[float]]:
-    """The model-zoo columns (``None`` where the run has no value): AP,
-    AP50, ... for boxes (and masks when present), or mIoU, mAcc, aAcc."""
-    cols: Dict[str, Optional[float]] = {}
+def headline_keys(summary: Dict[str, float], task: str) -> Dict[str, str]:
+    """Column title -> summary key of the model-zoo columns: AP, AP50, ...
+    for boxes (and ``mask AP``, ... when the run has instance masks), or
+    mIoU, mAcc, aAcc."""
+    keys: Dict[str, str] = {}
     if task == 'detection':
         for iou_type in ('bbox', 'segm'):
             if iou_type == 'segm' and not any(
@@ -76,11 +83,19 @@ def headline(summary: Dict[str, float],
                 continue
             prefix = '' if iou_type == 'bbox' else 'mask '
             for short, title in DET_COLUMNS.items():
-                cols[prefix + title] = summary.get(f'{iou_type}_{short}')
+                keys[prefix + title] = f'{iou_type}_{short}'
     else:
         for short, title in SEG_COLUMNS.items():
-            cols[title] = summary.get(short)
-    return cols
+            keys[title] = short
+    return keys
+
+
+def headline(summary: Dict[str, float],
+             task: str) -> Dict[str, Optional[float]]:
+    """The model-zoo columns (``None`` where the run has no value), see
+    :func:`headline_keys`."""
+    return {title: summary.get(key)
+            for title, key in headline_keys(summary, task).items()}
 
 
 def _md_table(header: List[str], rows: List[List[Any]]) -> List[str]:
@@ -111,8 +126,13 @@ def render_markdown(report: Dict[str, Any]) -> str:
     if not report['metrics']:
         lines += ['**The evaluator returned no metrics** (for detection: no '
                   'box scored above the test score threshold).', '']
-    cols = headline(summary, task)
-    lines += _md_table(list(cols), [list(cols.values())])
+    keys = headline_keys(summary, task)
+    rows = [['this run', *[summary.get(k) for k in keys.values()]]]
+    paper = paper_result(report['config_name'], tta=bool(report.get('tta')))
+    if paper and any(k in paper for k in keys.values()):
+        # The published numbers of the same config (model-zoo metafile).
+        rows.append(['paper', *[paper.get(k) for k in keys.values()]])
+    lines += _md_table(['Source', *keys], rows)
     per_class: Dict[str, Dict[str, float]] = {}
     for key, value in summary.items():
         if '.' in key:
