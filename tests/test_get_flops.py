@@ -145,3 +145,16 @@ def test_bad_shape_is_rejected(capsys):
                         '--shape', '0', '64'])
     assert err.value.code == 2
     assert '--shape needs positive H and W' in capsys.readouterr().err
+
+
+def test_start_is_quiet():
+    """A normal run prints its counts and nothing on stderr (no
+    third-party start-up warnings such as pkg_resources')."""
+    out = subprocess.run(
+        [sys.executable, SCRIPT,
+         'configs/segmentation/fpn_sasa_r26_convstem_80k_ade20k_512x512.py',
+         '--shape', '64', '64'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'Params:' in out.stdout
+    assert out.stderr.strip() == ''

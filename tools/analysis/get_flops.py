@@ -49,6 +49,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import tools.cli  # noqa: E402,F401  (quiet start: no third-party warnings)
+
 if TYPE_CHECKING:  # heavy imports wait until a config is known to exist
     import torch
     from mmengine.config import Config
