@@ -19,9 +19,12 @@ visualization hook that does not draw during training); in distributed
 runs, mmengine's notes on the start method and thread counts it sets in
 every process, and torch's deprecation of the ``broadcast_buffers``
 argument that mmengine's DDP wrapper passes (torch itself advises keeping
-it where buffers must not be synced at start). A tool imports this
-package before mmengine.
+it where buffers must not be synced at start); and the ONNX exporter's
+log lines about torchvision ops it skips because torchvision is not
+installed (mmtwins exports its own NMS and RoIAlign ops). A tool imports
+this package before mmengine.
 """
+import logging
 import warnings
 
 _QUIET = (
@@ -39,3 +42,6 @@ _QUIET = (
 for _category, _message in _QUIET:
     warnings.filterwarnings('ignore', message=_message.replace(
         '`', '.').replace('(', '.'), category=_category)
+
+logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(
+    logging.ERROR)
