@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from mmtwins.utils.inference import (
+    MAX_VIS_SIZE,
     TASKS,
     InferenceInputError,
+    cap_drawing_size,
     dataset_meta,
 )
 
@@ -35,10 +37,14 @@ def _onnx_class(base: type, onnx_cfg: dict, meta: dict) -> type:
 
 
 def build_onnx_inferencer(cfg, config_path: str, onnx_file: str,
-                          device: Optional[str] = None) -> Tuple[str, object]:
+                          device: Optional[str] = None,
+                          max_vis_size: int = MAX_VIS_SIZE
+                          ) -> Tuple[str, object]:
     """``(task, inferencer)`` for a config and an ONNX file exported from
     it (the same call as :func:`mmtwins.utils.inference.build_inferencer`;
-    onnxruntime runs on the CPU whatever ``device`` says)."""
+    onnxruntime runs on the CPU whatever ``device`` says). Drawings are at
+    most ``max_vis_size`` pixels on the longer side, as with a checkpoint.
+    """
     scope = cfg.get('default_scope')
     if scope not in TASKS:
         raise InferenceInputError(
@@ -55,4 +61,5 @@ def build_onnx_inferencer(cfg, config_path: str, onnx_file: str,
         inferencer = _onnx_class(MMSegInferencer, onnx_cfg, meta)(
             model=cfg, weights=None, device='cpu',
             classes=meta.get('classes'), palette=meta.get('palette'))
+    cap_drawing_size(inferencer.visualizer, max_vis_size)
     return TASKS[scope], inferencer
