@@ -134,3 +134,49 @@ def test_segmentation_onnx_evaluates_like_its_checkpoint(tmp_path, mini,
         a = mmcv.imread(str(path), 'unchanged')
         b = mmcv.imread(str(tmp_path / 'ckpt_maps' / path.name), 'unchanged')
         assert (a == b).mean() >= 0.999
+
+
+def test_int8_file_quantises_weights_and_keeps_attention_fp32(tmp_path,
+                                                               mini,
+                                                               capsys):
+    import onnx
+    tmp = str(tmp_path)
+    cfg = write_config(osp.join(tmp, 'segmentation.py'), 'segmentation',
+                       mini, extra=SEG_TINY)
+    onnx_file = osp.join(tmp, 'seg.onnx')
+    tool = load_tool('deployment/pytorch2onnx.py')
+    with pytest.raises(SystemExit) as info:
+        tool.main([cfg, '--out', onnx_file, '--int8', '--calib', '2'])
+    out = capsys.readouterr().out
+    assert info.value.code == 0, out
+    int8 = osp.join(tmp, 'seg_int8.onnx')
+    assert f'int8: quantised to {int8}' in out, out
+    assert 'calibrated on 2 training images' in out, out
+
+    graph = onnx.load(int8).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert convs and all(producer.get(n.input[1]) == 'DequantizeLinear'
+                         for n in convs)
+    # Attention: the softmax and both activation products stay fp32.
+    softmaxes = [n for n in graph.node if n.op_type == 'Softmax']
+    assert softmaxes
+    for node in softmaxes:
+        assert producer.get(node.input[0]) != 'DequantizeLinear'
+        assert 'QuantizeLinear' not in consumers.get(node.output[0], [])
+    weights = {i.name for i in graph.initializer}
+    products = [n for n in graph.node if n.op_type == 'MatMul'
+                and producer.get(n.input[1]) != 'DequantizeLinear'
+                and n.input[1] not in weights]
+    assert len(products) == 2 * len(softmaxes)
+    for node in products:
+        assert all(producer.get(i) != 'DequantizeLinear' for i in node.input)
+    assert any(m.key == 'mmtwins.fingerprint' for m in
+               onnx.load(int8, load_external_data=False).metadata_props)
+
+    metrics = _test(cfg, int8, osp.join(tmp, 'int8'))
+    assert 'mIoU' in metrics['summary'], metrics

@@ -3,8 +3,10 @@ eager, PyTorch compiled and onnxruntime int8, with the test metric beside.
 
 ``python tools/analysis/benchmark_deploy.py CONFIG [CHECKPOINT]`` exports
 the config's model end to end (``mmtwins.deploy``), quantises the file to
-int8 with onnxruntime's static quantisation (QDQ, per-channel weights,
-calibrated on ``--calib`` training images through the test pipeline) and
+int8 with onnxruntime's static quantisation
+(:func:`mmtwins.deploy.quantize.quantize_int8`: QDQ, per-channel weights,
+attention products in fp32, calibrated on ``--calib`` training images
+through the test pipeline) and
 times, at batch 1 on one input of ``--shape`` (default: the test
 pipeline's resize scale):
 
@@ -75,67 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _dataset_cfg(loader_cfg, pipeline=None):
-    ds = copy.deepcopy(loader_cfg.dataset)
-    inner = ds
-    while 'dataset' in inner:
-        inner = inner['dataset']
-    if pipeline is not None:
-        inner['pipeline'] = pipeline
-    return ds
-
-
-def calibration_batches(cfg, params, count: int) -> List:
-    """``count`` training images through the test pipeline, padded as the
-    runner pads them."""
-    from mmengine.registry import DATASETS, init_default_scope
-
-    from mmtwins.deploy.preprocess import pad_batch
-    init_default_scope(cfg.default_scope)
-    test_pipeline = _dataset_cfg(cfg.test_dataloader).get('pipeline')
-    inner = cfg.test_dataloader.dataset
-    while 'dataset' in inner:
-        inner = inner['dataset']
-    pipeline = [p for p in (test_pipeline or inner.pipeline)
-                if p['type'] != 'LoadAnnotations']
-    dataset = DATASETS.build(_dataset_cfg(cfg.train_dataloader, pipeline))
-    batches = []
-    for i in range(min(count, len(dataset))):
-        batch, _ = pad_batch([dataset[i]['inputs']], params)
-        batches.append(batch)
-    return batches
-
-
-def quantize_int8(fp32: str, int8: str, batches: List) -> None:
-    """Static QDQ quantisation (per-channel weights) of ``fp32``."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-
-        def __init__(self) -> None:
-            self.items = iter(batches)
-
-        def get_next(self) -> Optional[Dict]:
-            batch = next(self.items, None)
-            return None if batch is None else {'images': batch}
-
-    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    op_types_to_quantize=['Conv', 'MatMul', 'Gemm'])
-    src = onnx.load(fp32, load_external_data=False)
-    dst = onnx.load(int8)
-    if not any(p.key.startswith('mmtwins.') for p in dst.metadata_props):
-        dst.metadata_props.extend(src.metadata_props)
-        onnx.save(dst, int8)
-
-
 def session(path: str, threads: int):
     import onnxruntime as ort
     options = ort.SessionOptions()
@@ -172,6 +113,7 @@ def main(argv=None) -> None:
         import mmtwins.deploy  # noqa: F401
         from mmtwins.deploy import export_end_to_end
         from mmtwins.deploy.preprocess import pad_batch, preprocess_params
+        from mmtwins.deploy.quantize import calibration_batches, quantize_int8
         from tools.analysis.bench_utils import machine
         from tools.cli.config_checks import load_config
         from tools.cli.onnx_export import _classes, default_shape
@@ -194,7 +136,7 @@ def main(argv=None) -> None:
                           model_cfg=model_cfg, classes=_classes(cfg))
         params = preprocess_params(model.data_preprocessor)
         calib = calibration_batches(cfg, params, args.calib)
-        quantize_int8(fp32, int8, calib)
+        counts = quantize_int8(fp32, int8, calib)
 
         image = (torch.rand(3, *size) * 255).to(torch.uint8)
         batch, _ = pad_batch([image], params)
@@ -271,7 +213,9 @@ def main(argv=None) -> None:
                   f'| {ratio:.2f}x | {score} |')
         fp32, int8 = times['onnxruntime fp32'], times['onnxruntime int8']
         print(f'# onnxruntime int8 vs fp32: '
-              f'{statistics.median(a / b for a, b in zip(fp32, int8)):.2f}x')
+              f'{statistics.median(a / b for a, b in zip(fp32, int8)):.2f}x'
+              f' ({counts["quantized"]} Conv/Gemm/MatMul nodes in int8, '
+              f'{counts["fp32_products"]} activation products in fp32)')
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')

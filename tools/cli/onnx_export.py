@@ -93,4 +93,37 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
               f'{agree.reference} {unit} agree, {agree.extra} '
               f'{"differ" if unit == "pixels" else "extra"}{iou}: {verdict}')
         ok = ok and agree.exact
+    if args.int8:
+        quantize_cli(args, cfg, model, path, size)
     return 0 if ok else 1
+
+
+def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:
+    """``--int8``: quantise ``path``, print what was written and how far
+    the int8 file agrees with PyTorch at the export size."""
+    import onnxruntime as ort
+    import torch
+
+    from mmtwins.deploy.parity import check_file
+    from mmtwins.deploy.preprocess import preprocess_params
+    from mmtwins.deploy.quantize import calibration_batches, quantize_int8
+
+    int8 = osp.splitext(path)[0] + '_int8.onnx'
+    start = time.perf_counter()
+    batches = calibration_batches(
+        cfg, preprocess_params(model.data_preprocessor), args.calib)
+    counts = quantize_int8(path, int8, batches)
+    print(f'int8: quantised to {int8} ({counts["quantized"]} '
+          f'Conv/Gemm/MatMul nodes in int8, {counts["fp32_products"]} '
+          f'activation products in fp32, calibrated on {len(batches)} '
+          f'training images, {time.perf_counter() - start:.0f} s)')
+    session = ort.InferenceSession(int8, providers=['CPUExecutionProvider'])
+    names = [o.name for o in session.get_outputs()]
+    torch.manual_seed(0)
+    agree = check_file(
+        model, lambda b: dict(zip(names, session.run(None, {'images': b}))),
+        torch.rand(1, 3, *size) * 255)
+    unit = 'pixels' if 'seg' in names else 'detections'
+    print(f'  int8 at {size[0]}x{size[1]}: {agree.matched}/'
+          f'{agree.reference} {unit} as PyTorch (int8 is not exact; '
+          'evaluate it with tools/test.py CONFIG FILE)')

@@ -4,7 +4,8 @@
 Usage::
 
     python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
-        [--shape H W] [--out FILE] [--cfg-options KEY=VALUE ...]
+        [--shape H W] [--out FILE] [--int8 [--calib N]]
+        [--cfg-options KEY=VALUE ...]
     python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
         --backbone-only | --tensor-forward  [--dynamic] [--check-shape H W]
 
@@ -19,7 +20,13 @@ config's model fingerprint, task and class names, so ``tools/test.py`` and
 onnxruntime and compared with the PyTorch model's own ``predict`` at the
 export size (default: the test pipeline's resize scale), at two other
 sizes and for a batch of 2: one line per check with the detections matched
-(same label, IoU >= 0.99) or the pixels that agree.
+(same label, IoU >= 0.99) or the pixels that agree. With ``--int8`` the
+file is also quantised to ``<file>_int8.onnx``
+(:func:`mmtwins.deploy.quantize.quantize_int8`, calibrated on the first
+``--calib`` training images through the test pipeline); one more line
+says how far its predictions agree with PyTorch's at the export size
+(informative: int8 is not exact, and that line does not change the exit
+status).
 
 ``--backbone-only`` exports ``model.backbone`` only; ``--tensor-forward``
 the backbone and then the model's ``tensor`` forward (raw head maps, no
@@ -240,6 +247,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action='append', help='further sizes to check the file at '
         '(repeatable; default end to end: two sizes around --shape; '
         'otherwise H+96 W+160)')
+    parser.add_argument('--int8', action='store_true',
+                        help='end to end: also write <file>_int8.onnx, '
+                        'statically quantised with onnxruntime and '
+                        'calibrated on --calib training images')
+    parser.add_argument('--calib', type=int, default=32,
+                        help='--int8: training images to calibrate on '
+                        '(default 32)')
     parser.add_argument('--min-size', type=int, default=32,
                         help='smallest dynamic height/width (default 32)')
     parser.add_argument('--out-dir', default='work_dirs/onnx',
@@ -259,6 +273,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.shape is not None and min(args.shape) <= 0:
         parser.error(f'--shape needs positive H and W, got {args.shape}')
+    if args.int8 and (args.backbone_only or args.tensor_forward):
+        parser.error('--int8 quantises the end-to-end file; leave out '
+                     '--backbone-only/--tensor-forward')
+    if args.calib < 1:
+        parser.error(f'--calib must be at least 1, got {args.calib}')
     return args
 
 
