@@ -18,12 +18,14 @@ pipeline's resize scale):
   ``torch.compile`` (as ``tools/test.py --compile``); the first call
   compiles and is not timed.
 
-Every repeat runs each backend once, back to back (A B C D A B ...), so
-machine noise hits all alike; the table gives the median time of
-``--repeats`` runs and the median of the per-repeat ratios to PyTorch
-eager. ``--eval`` adds the test set's bbox mAP or mIoU of each backend
-(``mmengine`` runner, the config's evaluator). onnxruntime and PyTorch get
-the same number of threads (``--threads``, default PyTorch's).
+Every repeat runs each backend once, in turn (A B C D A B ...), so
+machine noise hits all alike, with an untimed 0.1 s pause before each run
+so that no backend's idle threads still spin during the next one's; the
+table gives the median time of ``--repeats`` runs and the median of the
+per-repeat ratios to PyTorch eager. ``--eval`` adds the test set's bbox
+mAP or mIoU of each backend (``mmengine`` runner, the config's
+evaluator). onnxruntime and PyTorch get the same number of threads
+(``--threads``, default PyTorch's).
 
 Example::
 
@@ -46,6 +48,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa
+
+# Untimed pause before every timed run: onnxruntime's pool threads (and
+# OpenMP's, unless OMP_WAIT_POLICY=PASSIVE) spin for a while after a run.
+# Without the pause the previous backend's spinning threads compete with the
+# next backend's run; on 2 cores that made a Semantic FPN at 128x128 take
+# 64 ms in onnxruntime fp32 instead of 35 ms.
+SETTLE_S = 0.1
 
 BACKENDS = ('onnxruntime fp32', 'PyTorch eager', 'PyTorch compiled',
             'onnxruntime int8')
@@ -172,6 +181,7 @@ def main(argv=None) -> None:
             times: Dict[str, List[float]] = {k: [] for k in runs}
             for _ in range(args.repeats):
                 for name, fn in runs.items():
+                    time.sleep(SETTLE_S)
                     start = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - start)
