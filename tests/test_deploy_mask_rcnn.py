@@ -58,3 +58,23 @@ def test_mask_rcnn_file_matches_pytorch_predict(mask_rcnn, batch, size):
             assert union == 0 or inter / union >= 0.95
             compared += 1
     assert compared > 0
+
+
+def test_mask_rcnn_file_without_detections(mask_rcnn, tmp_path):
+    """A model that finds nothing (score threshold 1: no softmax score
+    passes it): the mask head runs on no RoI, every row is padding and
+    every mask is zero, in PyTorch and in the file alike."""
+    import copy
+    model = copy.deepcopy(mask_rcnn[0])
+    model.roi_head.test_cfg.score_thr = 1.0
+    path = str(tmp_path / 'none.onnx')
+    export_end_to_end(model, path, (96, 128), config='cfg.py',
+                      model_cfg=model.roi_head.test_cfg,
+                      classes=['a', 'b', 'c'])
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    images = torch.rand(2, 3, 96, 128) * 255
+    assert all(len(ref.pred_instances) == 0
+               for ref in reference_predict(model, images))
+    dets, labels, masks = session.run(None, {'images': images.numpy()})
+    assert (labels == -1).all() and (dets[..., 4] == 0).all()
+    assert masks.shape == (2, 30, 28, 28) and not masks.any()

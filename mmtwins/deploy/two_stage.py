@@ -9,12 +9,12 @@ does it:
   the ``min_bbox_size`` filter, NMS per level and the ``max_per_img`` best
   proposals (padded, with a validity mask);
 * RoIAlign of every proposal on the FPN level mmdet's
-  ``SingleRoIExtractor`` maps it to (ONNX ``RoiAlign``; each level is
-  pooled for all proposals and the mapped one is kept, which keeps the
-  shapes static);
+  ``SingleRoIExtractor`` maps it to (ONNX ``RoiAlign`` per level on the
+  proposals of that level, selected with ``NonZero``);
 * the box head: softmax scores, per-class decoding clipped to the input,
   ``score_thr``, per-class NMS and the final ``max_per_img`` rows;
-* the mask head on the final boxes: the predicted class's mask, sigmoid.
+* the mask head on the final boxes that were found (not on the padded
+  rows): the predicted class's mask, sigmoid.
 
 Outputs: ``dets`` (N, K, 5) and ``labels`` (N, K) as for one-stage
 detectors, and ``masks`` (N, K, h, w): each detection's **RoI mask**
@@ -75,17 +75,22 @@ def map_levels(rois: torch.Tensor, finest_scale: int,
 
 def extract_rois(extractor: nn.Module, feats: Tuple[torch.Tensor, ...],
                  rois: torch.Tensor) -> torch.Tensor:
-    """RoI features as mmdet's ``SingleRoIExtractor`` gives them."""
+    """RoI features as mmdet's ``SingleRoIExtractor`` gives them.
+
+    Each level pools only the RoIs mapped to it (``nonzero``: a
+    data-dependent count, ONNX ``NonZero``) and writes them into their
+    rows, so RoIAlign does the work of one level per RoI, as in mmdet.
+    """
     num_levels = len(extractor.featmap_strides)
     levels = map_levels(rois, extractor.finest_scale, num_levels)
-    out = None
+    size = list(extractor.roi_layers[0].output_size)
+    out = feats[0].new_zeros(rois.shape[0], feats[0].shape[1], *size)
     for i, layer in enumerate(extractor.roi_layers[:num_levels]):
-        pooled = roi_align(feats[i], rois, list(layer.output_size),
+        rows = torch.nonzero(levels == i).squeeze(1)
+        pooled = roi_align(feats[i], rois[rows], list(layer.output_size),
                            float(layer.spatial_scale),
                            int(layer.sampling_ratio), bool(layer.aligned))
-        keep = (levels == i).view(-1, 1, 1, 1)
-        out = torch.where(keep, pooled, out if out is not None else
-                          pooled.new_zeros(()))
+        out = out.index_copy(0, rows, pooled)
     return out
 
 
@@ -181,22 +186,24 @@ class TwoStageExport(nn.Module):
                               int(cfg.max_per_img))
 
     def masks(self, feats, dets, labels) -> torch.Tensor:
-        """(N, K, h, w) sigmoid mask of each detection's class."""
+        """(N, K, h, w) sigmoid mask of each detection's class; the mask
+        head runs on the found detections only (padded rows stay 0)."""
         roi_head = self.detector.roi_head
         n, k = labels.shape
-        rois = batch_rois(dets[..., :4])
+        found = torch.nonzero(labels.reshape(-1) >= 0).squeeze(1)
+        rois = batch_rois(dets[..., :4])[found]
         feats_in = feats[:roi_head.mask_roi_extractor.num_inputs]
         preds = roi_head.mask_head(
             extract_rois(roi_head.mask_roi_extractor, feats_in, rois))
-        channel = labels.clamp(min=0)
+        channel = labels.reshape(-1)[found]
         if roi_head.mask_head.class_agnostic:
             channel = torch.zeros_like(channel)
         index = channel.reshape(-1, 1, 1, 1).expand(
             -1, 1, *preds.shape[2:])
-        masks = preds.gather(1, index).sigmoid().reshape(
+        masks = preds.gather(1, index).sigmoid().squeeze(1)
+        out = masks.new_zeros(n * k, *preds.shape[2:])
+        return out.index_copy(0, found, masks).reshape(
             n, k, *preds.shape[2:])
-        found = (labels >= 0).view(n, k, 1, 1)
-        return torch.where(found, masks, masks.new_zeros(()))
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         height, width = input_size(images)
