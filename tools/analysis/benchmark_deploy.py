@@ -95,8 +95,9 @@ def session(path: str, threads: int):
 
 
 def evaluate(cfg, model_cfg: Optional[dict], checkpoint: Optional[str],
-             work_dir: str) -> float:
-    """bbox mAP or mIoU (percent) on the config's test set."""
+             work_dir: str) -> str:
+    """The test set's metric (percent): bbox mAP, "bbox / mask" mAP for
+    instance segmentation, or mIoU."""
     from mmengine.runner import Runner
     run_cfg = copy.deepcopy(cfg)
     run_cfg.work_dir = work_dir
@@ -107,11 +108,11 @@ def evaluate(cfg, model_cfg: Optional[dict], checkpoint: Optional[str],
     run_cfg.test_dataloader.persistent_workers = False
     run_cfg.log_level = 'WARNING'
     metrics = Runner.from_cfg(run_cfg).test()
-    for key in ('coco/bbox_mAP', 'mIoU'):
-        if key in metrics:
-            value = float(metrics[key])
-            return value * 100 if key.startswith('coco') else value
-    return float('nan')
+    if 'mIoU' in metrics:
+        return f'{float(metrics["mIoU"]):.1f}'
+    found = [100 * float(metrics[key]) for key in
+             ('coco/bbox_mAP', 'coco/segm_mAP') if key in metrics]
+    return ' / '.join(f'{v:.1f}' for v in found) or 'n/a'
 
 
 def main(argv=None) -> None:
@@ -185,7 +186,7 @@ def main(argv=None) -> None:
                     start = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - start)
-        scores: Dict[str, float] = {}
+        scores: Dict[str, str] = {}
         if args.eval:
             onnx_cfg = dict(
                 type='mmtwins.ONNXRuntimeModel', num_threads=threads,
@@ -201,6 +202,8 @@ def main(argv=None) -> None:
             if 'PyTorch compiled' in runs:
                 scores['PyTorch compiled'] = scores['PyTorch eager']
         metric = 'mIoU' if 'Seg' in type(data['data_samples'][0]).__name__ \
+            else 'bbox / mask mAP' if 'masks' in [
+                o.name for o in sessions['onnxruntime fp32'].get_outputs()] \
             else 'bbox mAP'
         print(f'# {type(model).__name__} ({osp.basename(args.config)}), '
               f'{"random weights" if not args.checkpoint else "checkpoint"}'
@@ -218,7 +221,7 @@ def main(argv=None) -> None:
                 continue
             ratio = statistics.median(b / t for b, t in
                                       zip(base, times[name]))
-            score = f'{scores[name]:.1f}' if name in scores else '-'
+            score = scores.get(name, '-')
             print(f'| {name} | {1000 * statistics.median(times[name]):.1f} '
                   f'| {ratio:.2f}x | {score} |')
         fp32, int8 = times['onnxruntime fp32'], times['onnxruntime int8']
