@@ -23,7 +23,8 @@
 // key row from the k columns that attend to each key (key_value_row)
 // rather than scattering them one offset at a time.
 //
-// Borders: keys and values are held with r zero columns on each side, and
+// Borders: the windows read keys and values from per-thread copies of
+// their rows with r zero columns on each side (WindowRows), and
 // the per-row scratch rows (logits, probabilities, logit gradients, the
 // query row) likewise, so that every offset reads a whole row and every
 // loop runs over whole rows; where a neighbour is outside the image the
@@ -127,13 +128,15 @@ inline Simd<float>::V softmax_exp(Simd<float>::V x) {
 // `radius` columns on each side (so that a row shifted by up to `radius`
 // columns is read whole); the margin is whole vectors, so that column 0 of
 // every scratch row is vector-aligned (see Scratch). `padded` is the row
-// length of the zero-padded key/value copies.
+// length of the zero-padded key/value rows of a window (WindowRows), which
+// hold a row's `dim` channels `padded` apart and window rows `window_row`
+// apart.
 struct Geometry {
   int64_t slices, dim, height, width, size, radius, plane, margin, row,
-      padded, padded_plane;
-  // Per offset o = a * size + b: where it reads in a padded plane,
-  // relative to column 0 of the window's first row, and the columns whose
-  // neighbour is inside the image, [first, last).
+      padded, window_row;
+  // Per offset o = a * size + b: where it reads in a window, relative to
+  // column 0 of the window's first row, and the columns whose neighbour is
+  // inside the image, [first, last).
   std::vector<int64_t> padded_shift, first, last;
 
   Geometry(const at::Tensor& q, int64_t kernel_size, int64_t lanes)
@@ -143,10 +146,10 @@ struct Geometry {
         margin((kernel_size / 2 + lanes - 1) / lanes * lanes),
         row((q.size(3) + lanes - 1) / lanes * lanes + 2 * margin),
         padded(q.size(3) + kernel_size - 1),
-        padded_plane(q.size(2) * (q.size(3) + kernel_size - 1)) {
+        window_row(q.size(1) * (q.size(3) + kernel_size - 1)) {
     for (int64_t o = 0; o < size * size; ++o) {
       const int64_t a = o / size, b = o % size, dx = b - radius;
-      padded_shift.push_back(a * padded + b);
+      padded_shift.push_back(a * window_row + b);
       first.push_back(std::min(width, std::max<int64_t>(0, -dx)));
       last.push_back(std::max(first.back(), std::min(width, width - dx)));
     }
@@ -177,12 +180,53 @@ struct Scratch {
   T* at(int64_t m) { return base + m * row; }
 };
 
+// The zero-padded key (or value) rows that the windows of consecutive
+// query rows of one slice read, copied from the unpadded (D, H, W) plane
+// into a per-thread ring as the rows advance, so no padded copy of the
+// whole tensor is made. The ring has 2 S slots of `dim` rows of g.padded
+// elements (r zero columns on each side, never written); key row y is
+// copied into slots y % S and y % S + S, so the S rows of any window are
+// consecutive slots, g.window_row apart. Only rows inside the image are
+// loaded; the window loops never read the others.
+template <typename T>
+struct WindowRows {
+  const Geometry& g;
+  std::vector<T> storage;
+  const T* source = nullptr;
+  int64_t next = 0;  // the next key row to copy in
+  explicit WindowRows(const Geometry& geometry)
+      : g(geometry), storage(2 * geometry.size * geometry.window_row) {}
+  // Start a run of consecutive query rows of the slice at `slice`, the
+  // first being row i.
+  void start(const T* slice, int64_t i) {
+    source = slice;
+    next = std::max<int64_t>(0, i - g.radius);
+  }
+  // The window of query row i (the row after the previous call's): column
+  // 0 of its first row, which holds key row i - r.
+  const T* window(int64_t i) {
+    const int64_t last = std::min(g.height, i + g.radius + 1);
+    for (; next < last; ++next) {
+      T* slot = storage.data() + (next % g.size) * g.window_row + g.radius;
+      const T* from = source + next * g.width;
+      for (int64_t c = 0; c < g.dim; ++c) {
+        std::memcpy(slot + c * g.padded, from + c * g.plane,
+                    g.width * sizeof(T));
+        std::memcpy(slot + g.size * g.window_row + c * g.padded,
+                    from + c * g.plane, g.width * sizeof(T));
+      }
+    }
+    const int64_t first = ((i - g.radius) % g.size + g.size) % g.size;
+    return storage.data() + first * g.window_row;
+  }
+};
+
 // Dot products over channels between one row and each window offset:
 // for the window rows a in [a0, a1) (inside the image) and the offsets
 // o = a * S + b of row a, and columns x in [0, W),
 //
 //   dot[o, x] = init(o, x) + sum_c row[c * plane + x]
-//                                  window[c * padded_plane + a * padded + b + x]
+//                                  window[a * window_row + c * padded + b + x]
 //
 // handed to finish(o, x, dot). This gives the logits (row = queries,
 // window = padded keys) and the logit gradients (row = output gradient,
@@ -195,14 +239,14 @@ void window_dots_fixed(const Geometry& g, const T* row, const T* window,
                        int64_t a0, int64_t a1, const Init& init,
                        const Finish& finish) {
   for (int64_t a = a0; a < a1; ++a) {
-    const T* window_a = window + a * g.padded;
+    const T* window_a = window + a * g.window_row;
     for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
       using Vec = decltype(simd);
       typename Vec::V dot[S];
       for (int b = 0; b < S; ++b) dot[b] = init(a * S + b, x, simd);
       for (int64_t c = 0; c < g.dim; ++c) {
         const auto value = Vec::load(row + c * g.plane + x);
-        const T* at = window_a + c * g.padded_plane + x;
+        const T* at = window_a + c * g.padded + x;
         for (int b = 0; b < S; ++b) dot[b] += value * Vec::load(at + b);
       }
       for (int b = 0; b < S; ++b) finish(a * S + b, x, dot[b], simd);
@@ -221,7 +265,7 @@ void window_dots_any(const Geometry& g, const T* row, const T* window,
       auto dot = init(o, x, simd);
       for (int64_t c = 0; c < g.dim; ++c)
         dot += Vec::load(row + c * g.plane + x) *
-               Vec::load(window_o + c * g.padded_plane + x);
+               Vec::load(window_o + c * g.padded + x);
       finish(o, x, dot, simd);
     });
   }
@@ -246,7 +290,7 @@ void window_dots(const Geometry& g, const T* row, const T* window,
 // Weighted sums over the window, for every channel c and column x:
 //
 //   result[c * plane + x] = sum_o w[o * row + x]
-//                          window[c * padded_plane + padded_shift[o] + x]
+//                          window[c * padded + padded_shift[o] + x]
 //
 // over the offsets of window rows [a0, a1), divided by divisor[x] when
 // given: the output (w = probabilities, window = padded values) and the
@@ -262,9 +306,9 @@ void window_sums_fixed(const Geometry& g, const T* w, const T* window,
       typename Vec::V weight[S];
       for (int b = 0; b < S; ++b)
         weight[b] = Vec::load(w + (a * S + b) * g.row + x);
-      const T* window_a = window + a * g.padded + x;
+      const T* window_a = window + a * g.window_row + x;
       for (int64_t c = 0; c < g.dim; ++c) {
-        const T* at = window_a + c * g.padded_plane;
+        const T* at = window_a + c * g.padded;
         auto sum = weight[0] * Vec::load(at);
         for (int b = 1; b < S; ++b) sum += weight[b] * Vec::load(at + b);
         T* out = result + c * g.plane + x;
@@ -281,7 +325,7 @@ void window_sums_any(const Geometry& g, const T* w, const T* window,
                      int64_t a0, int64_t a1, T* result, const T* divisor) {
   const int64_t* shift = g.padded_shift.data();
   for (int64_t c = 0; c < g.dim; ++c) {
-    const T* window_c = window + c * g.padded_plane;
+    const T* window_c = window + c * g.padded;
     for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
       using Vec = decltype(simd);
       typename Vec::V sum = Vec::fill(0);
@@ -310,17 +354,17 @@ void window_sums(const Geometry& g, const T* w, const T* window, int64_t a0,
 }
 
 // Row i's logits of one slice, logits[o * row + j], for the window rows
-// inside the image; -inf where column j's neighbour is outside. `k` is the
-// slice's padded keys.
+// inside the image; -inf where column j's neighbour is outside. `q` is the
+// slice's queries, `keys` row i's window of padded keys (WindowRows).
 template <typename T>
-void row_logits(const Geometry& g, const T* q, const T* k, const T* pos_row,
-                const T* pos_col, int64_t i, T* logits) {
+void row_logits(const Geometry& g, const T* q, const T* keys,
+                const T* pos_row, const T* pos_col, int64_t i, T* logits) {
   const T masked = -std::numeric_limits<T>::infinity();
   const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
   const T* pr = pos_row + i * g.width;
   const T* pc = pos_col + i * g.width;
   window_dots<T>(
-      g, q + i * g.width, k + (i - g.radius) * g.padded, a0, a1,
+      g, q + i * g.width, keys, a0, a1,
       [&](int64_t o, int64_t x, auto simd) {
         using Vec = decltype(simd);
         return Vec::load(pr + (o / g.size) * g.plane + x) +
@@ -337,21 +381,24 @@ void row_logits(const Geometry& g, const T* q, const T* k, const T* pos_row,
 }
 
 template <typename T>
-void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
-                    const T* v_padded, const T* pr, const T* pc, T* out,
-                    T* lse) {
+void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
+                    const T* pr, const T* pc, T* out, T* lse) {
   const int64_t window = g.size * g.size;
   const int64_t grain =
       std::max<int64_t>(1, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
     Scratch<T> logits(g, window), total(g, 1);
+    WindowRows<T> keys(g), values(g);
     T* L = logits.at(0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.height, i = r % g.height;
       const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-      const int64_t keys = n * g.dim * g.padded_plane;
-      row_logits(g, q + slice, k_padded + keys, pr + table, pc + table, i,
+      if (r == begin || i == 0) {
+        keys.start(k + slice, i);
+        values.start(v + slice, i);
+      }
+      row_logits(g, q + slice, keys.window(i), pr + table, pc + table, i,
                  L);
       const int64_t o0 = g.first_row(i) * g.size, o1 = g.last_row(i) * g.size;
       T* lse_row = lse + n * g.plane + i * g.width;
@@ -374,8 +421,7 @@ void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
         for (int64_t l = 0; l < S::lanes; ++l)
           lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
       });
-      window_sums<T>(g, L, v_padded + keys + (i - g.radius) * g.padded,
-                     g.first_row(i), g.last_row(i),
+      window_sums<T>(g, L, values.window(i), g.first_row(i), g.last_row(i),
                      out + slice + i * g.width, total.at(0));
     }
   });
@@ -467,8 +513,8 @@ void key_value_row(const Geometry& g, const T* gl, const T* p, const T* qs,
   }
 }
 
-// Gradients; `k` and `v` are padded, `gk` and `gv` not. All but grad_q
-// (overwritten) are zeroed by the caller, and null means "not needed".
+// Gradients, all written here (the caller allocates them uninitialised);
+// null means "not needed".
 template <typename T>
 void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                      const T* v, const T* pr, const T* pc, const T* out,
@@ -478,15 +524,30 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
   // The rows of a slice form bands of `band` >= 2r rows. A band's key and
   // value gradients land on its rows and r rows on either side, so bands of
   // one parity never write the same rows: the even bands of every slice
-  // run in parallel, then the odd ones.
+  // run in parallel, then the odd ones. Before accumulating, even band t
+  // zeroes the key and value gradient rows from its first row minus r up
+  // to that of even band t + 1 (the last one: to the bottom), which covers
+  // every row once and every row the odd bands write.
   const int64_t band = std::max<int64_t>(2 * g.radius, 1);
   const int64_t bands = (g.height + band - 1) / band;
   const int64_t per_phase = (bands + 1) / 2;
+  const int64_t dim = g.dim, plane = g.plane, width = g.width;
+  auto zero_rows = [&](T* grad, int64_t n, int64_t t) {
+    if (!grad) return;
+    const int64_t y0 = std::max<int64_t>(0, 2 * t * band - g.radius);
+    const int64_t y1 = t + 1 == per_phase
+                           ? g.height
+                           : std::min(g.height, 2 * (t + 1) * band - g.radius);
+    for (int64_t c = 0; c < dim && y1 > y0; ++c)
+      std::fill_n(grad + (n * dim + c) * plane + y0 * width,
+                  (y1 - y0) * width, T(0));
+  };
   for (int64_t phase = 0; phase < 2; ++phase) {
     at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
                                                      int64_t end) {
       Scratch<T> probs(g, window), grad_logits(g, window), row_term(g, 1),
           q_rows(g, g.dim), go_rows(g, g.dim);
+      WindowRows<T> keys(g), values(g);
       T* P = probs.at(0);
       T* GL = grad_logits.at(0);
       T* QS = q_rows.at(0);
@@ -495,13 +556,18 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
         const int64_t n = task / per_phase;
         const int64_t first = (2 * (task % per_phase) + phase) * band;
         const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-        const int64_t keys = n * g.dim * g.padded_plane;
+        if (phase == 0) {
+          zero_rows(gk, n, task % per_phase);
+          zero_rows(gv, n, task % per_phase);
+        }
+        keys.start(k + slice, first);
+        values.start(v + slice, first);
         for (int64_t i = first; i < std::min(first + band, g.height); ++i) {
-          row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
+          const T* key_window = keys.window(i);
+          row_logits(g, q + slice, key_window, pr + table, pc + table, i, P);
           const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
           const int64_t o0 = a0 * g.size, o1 = a1 * g.size;
           const int64_t at_row = slice + i * g.width;
-          const int64_t at_window = keys + (i - g.radius) * g.padded;
           const T* lse_row = lse + n * g.plane + i * g.width;
           for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
             using S = decltype(simd);
@@ -523,8 +589,12 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
             const T* term = row_term.at(0);
             T* rows = gpr ? gpr + table + i * g.width : nullptr;
             T* cols = gpc ? gpc + table + i * g.width : nullptr;
+            for (int64_t a = 0; rows && a < g.size; ++a) {
+              std::fill_n(rows + a * g.plane, g.width, T(0));
+              std::fill_n(cols + a * g.plane, g.width, T(0));
+            }
             window_dots<T>(
-                g, go + at_row, v + at_window, a0, a1,
+                g, go + at_row, values.window(i), a0, a1,
                 [&](int64_t, int64_t x, auto simd) {
                   return -decltype(simd)::load(term + x);
                 },
@@ -541,7 +611,7 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                 });
           }
           if (gq)
-            window_sums<T>(g, GL, k + at_window, a0, a1, gq + at_row,
+            window_sums<T>(g, GL, key_window, a0, a1, gq + at_row,
                            static_cast<const T*>(nullptr));
           if (gk || gv) {
             for (int64_t c = 0; c < g.dim; ++c) {
@@ -583,11 +653,6 @@ at::Tensor compute(const at::Tensor& t) {
   return t.to(type).contiguous();
 }
 
-// (N, D, H, W) -> (N, D, H, W + 2 radius) with zero side columns.
-at::Tensor pad_columns(const at::Tensor& t, int64_t radius) {
-  return at::constant_pad_nd(t, {radius, radius}).contiguous();
-}
-
 int64_t lanes_of(const at::Tensor& t) {
   return kVectorBytes / at::elementSize(t.scalar_type());
 }
@@ -606,12 +671,11 @@ std::vector<at::Tensor> sasa_forward(const at::Tensor& q, const at::Tensor& k,
   auto lse = at::empty({q.size(0), q.size(2), q.size(3)}, q_c.options());
   if (q.numel() > 0) {
     const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
-    auto k_p = pad_columns(compute(k), g.radius),
-         v_p = pad_columns(compute(v), g.radius);
+    auto k_c = compute(k), v_c = compute(v);
     AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_forward", [&] {
       forward_kernel<scalar_t>(
-          g, q_c.data_ptr<scalar_t>(), k_p.data_ptr<scalar_t>(),
-          v_p.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
+          g, q_c.data_ptr<scalar_t>(), k_c.data_ptr<scalar_t>(),
+          v_c.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
           pc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
           lse.data_ptr<scalar_t>());
     });
@@ -643,21 +707,20 @@ std::vector<at::Tensor> sasa_backward(
             make(need_pos, pos_row), make(need_pos, pos_col)};
   }
   const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
-  auto k_p = pad_columns(compute(k), g.radius),
-       v_p = pad_columns(compute(v), g.radius);
+  auto k_c = compute(k), v_c = compute(v);
   const auto none = at::empty({0}, options);
   at::Tensor gq = need_q ? at::empty_like(q_c) : none,
-             gk = need_k ? at::zeros_like(q_c) : none,
-             gv = need_v ? at::zeros_like(q_c) : none,
-             gpr = need_pos ? at::zeros_like(pr) : none,
-             gpc = need_pos ? at::zeros_like(pc) : none;
+             gk = need_k ? at::empty_like(q_c) : none,
+             gv = need_v ? at::empty_like(q_c) : none,
+             gpr = need_pos ? at::empty_like(pr) : none,
+             gpc = need_pos ? at::empty_like(pc) : none;
   AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_backward", [&] {
     auto ptr = [](at::Tensor& t, bool need) {
       return need ? t.data_ptr<scalar_t>() : nullptr;
     };
     backward_kernel<scalar_t>(
         g, go_c.data_ptr<scalar_t>(), q_c.data_ptr<scalar_t>(),
-        k_p.data_ptr<scalar_t>(), v_p.data_ptr<scalar_t>(),
+        k_c.data_ptr<scalar_t>(), v_c.data_ptr<scalar_t>(),
         pr.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
         out_c.data_ptr<scalar_t>(), lse_c.data_ptr<scalar_t>(),
         ptr(gq, need_q), ptr(gk, need_k), ptr(gv, need_v),
