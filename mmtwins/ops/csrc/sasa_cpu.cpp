@@ -183,139 +183,256 @@ struct Scratch {
 // The zero-padded key (or value) rows that the windows of consecutive
 // query rows of one slice read, copied from the unpadded (D, H, W) plane
 // into a per-thread ring as the rows advance, so no padded copy of the
-// whole tensor is made. The ring has 2 S slots of `dim` rows of g.padded
-// elements (r zero columns on each side, never written); key row y is
-// copied into slots y % S and y % S + S, so the S rows of any window are
+// whole tensor is made. The ring holds R = S + 1 rows (the windows of two
+// query rows) in 2 R slots of `dim` rows of g.padded elements (r zero
+// columns on each side, never written); key row y is copied into slots
+// y % R and y % R + R, so the S + 1 rows from any window's first are
 // consecutive slots, g.window_row apart. Only rows inside the image are
 // loaded; the window loops never read the others.
 template <typename T>
 struct WindowRows {
   const Geometry& g;
+  const int64_t ring;
   std::vector<T> storage;
   const T* source = nullptr;
   int64_t next = 0;  // the next key row to copy in
   explicit WindowRows(const Geometry& geometry)
-      : g(geometry), storage(2 * geometry.size * geometry.window_row) {}
+      : g(geometry), ring(geometry.size + 1),
+        storage(2 * ring * geometry.window_row) {}
   // Start a run of consecutive query rows of the slice at `slice`, the
   // first being row i.
   void start(const T* slice, int64_t i) {
     source = slice;
     next = std::max<int64_t>(0, i - g.radius);
   }
-  // The window of query row i (the row after the previous call's): column
-  // 0 of its first row, which holds key row i - r.
-  const T* window(int64_t i) {
-    const int64_t last = std::min(g.height, i + g.radius + 1);
+  // The window of query rows i to i + count - 1 (count = 1 or 2; the
+  // rows after the previous call's): column 0 of its first row, which
+  // holds key row i - r.
+  const T* window(int64_t i, int64_t count) {
+    const int64_t last = std::min(g.height, i + count + g.radius);
     for (; next < last; ++next) {
-      T* slot = storage.data() + (next % g.size) * g.window_row + g.radius;
+      T* slot = storage.data() + (next % ring) * g.window_row + g.radius;
       const T* from = source + next * g.width;
       for (int64_t c = 0; c < g.dim; ++c) {
         std::memcpy(slot + c * g.padded, from + c * g.plane,
                     g.width * sizeof(T));
-        std::memcpy(slot + g.size * g.window_row + c * g.padded,
+        std::memcpy(slot + ring * g.window_row + c * g.padded,
                     from + c * g.plane, g.width * sizeof(T));
       }
     }
-    const int64_t first = ((i - g.radius) % g.size + g.size) % g.size;
+    const int64_t first = ((i - g.radius) % ring + ring) % ring;
     return storage.data() + first * g.window_row;
   }
 };
 
-// Dot products over channels between one row and each window offset:
-// for the window rows a in [a0, a1) (inside the image) and the offsets
+// One or two consecutive query rows i, i + 1 of a slice, processed
+// together: the key (or value) vectors the two rows' windows share are
+// loaded once for both. The group's window is row i's (WindowRows); row
+// i + m's window row a is the group's window row e = a + m. Row i + m's
+// window rows inside the image are [a0[m], a1[m]).
+struct RowGroup {
+  int64_t count, a0[2] = {0, 0}, a1[2] = {0, 0}, e0, e1;
+  RowGroup(const Geometry& g, int64_t i, int64_t rows) : count(rows) {
+    e0 = g.size;
+    e1 = 0;
+    for (int64_t m = 0; m < count; ++m) {
+      a0[m] = g.first_row(i + m);
+      a1[m] = g.last_row(i + m);
+      e0 = std::min(e0, a0[m] + m);
+      e1 = std::max(e1, a1[m] + m);
+    }
+  }
+  bool uses(int64_t m, int64_t e) const {
+    return m < count && e - m >= a0[m] && e - m < a1[m];
+  }
+};
+
+// Dot products over channels between the rows of a group and each window
+// offset: for row m, its window rows a (inside the image), the offsets
 // o = a * S + b of row a, and columns x in [0, W),
 //
-//   dot[o, x] = init(o, x) + sum_c row[c * plane + x]
-//                                  window[a * window_row + c * padded + b + x]
+//   dot[m, o, x] = init(m, a, b, x) + sum_c rows[m][c * plane + x]
+//                  window[(a + m) * window_row + c * padded + b + x]
 //
-// handed to finish(o, x, dot). This gives the logits (row = queries,
-// window = padded keys) and the logit gradients (row = output gradient,
+// handed to finish(m, a, b, x, dot) (a and b are given, not o, so that
+// no call divides by a size known only at run time). This gives the logits (rows = queries,
+// window = padded keys) and the logit gradients (rows = output gradient,
 // window = padded values). With the window size S fixed at compile time,
-// a vector of `row` is loaded once per channel for the S offsets of a
-// window row, whose sums stay in registers; window_dots_any is the same
-// for any size, one offset at a time.
-template <typename T, int S, typename Init, typename Finish>
-void window_dots_fixed(const Geometry& g, const T* row, const T* window,
-                       int64_t a0, int64_t a1, const Init& init,
-                       const Finish& finish) {
-  for (int64_t a = a0; a < a1; ++a) {
-    const T* window_a = window + a * g.window_row;
-    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
-      using Vec = decltype(simd);
-      typename Vec::V dot[S];
-      for (int b = 0; b < S; ++b) dot[b] = init(a * S + b, x, simd);
-      for (int64_t c = 0; c < g.dim; ++c) {
-        const auto value = Vec::load(row + c * g.plane + x);
-        const T* at = window_a + c * g.padded + x;
-        for (int b = 0; b < S; ++b) dot[b] += value * Vec::load(at + b);
+// a vector of each row is loaded once per channel for the S offsets of a
+// window row, whose sums stay in registers, and each window vector once
+// for both rows; window_dots_any is the same for any size, one row and
+// one offset at a time.
+template <typename T, int S, bool U0, bool U1, typename Init,
+          typename Finish>
+void window_row_dots(const Geometry& g, const T* const* rows,
+                     const T* window_e, int64_t e, const Init& init,
+                     const Finish& finish) {
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    typename Vec::V dot0[S], dot1[S];
+    for (int b = 0; b < S; ++b) {
+      if constexpr (U0) dot0[b] = init(0, e, b, x, simd);
+      if constexpr (U1) dot1[b] = init(1, e - 1, b, x, simd);
+    }
+    for (int64_t c = 0; c < g.dim; ++c) {
+      const T* at = window_e + c * g.padded + x;
+      if constexpr (U0 && U1) {
+        const auto value0 = Vec::load(rows[0] + c * g.plane + x);
+        const auto value1 = Vec::load(rows[1] + c * g.plane + x);
+        for (int b = 0; b < S; ++b) {
+          const auto key = Vec::load(at + b);
+          dot0[b] += value0 * key;
+          dot1[b] += value1 * key;
+        }
+      } else {
+        const auto value = Vec::load(rows[U0 ? 0 : 1] + c * g.plane + x);
+        for (int b = 0; b < S; ++b)
+          (U0 ? dot0 : dot1)[b] += value * Vec::load(at + b);
       }
-      for (int b = 0; b < S; ++b) finish(a * S + b, x, dot[b], simd);
-    });
+    }
+    for (int b = 0; b < S; ++b) {
+      if constexpr (U0) finish(0, e, b, x, dot0[b], simd);
+      if constexpr (U1) finish(1, e - 1, b, x, dot1[b], simd);
+    }
+  });
+}
+
+template <typename T, int S, typename Init, typename Finish>
+void window_dots_fixed(const Geometry& g, const RowGroup& group,
+                       const T* const* rows, const T* window,
+                       const Init& init, const Finish& finish) {
+  for (int64_t e = group.e0; e < group.e1; ++e) {
+    const T* window_e = window + e * g.window_row;
+    const bool use0 = group.uses(0, e), use1 = group.uses(1, e);
+    if (use0 && use1)
+      window_row_dots<T, S, true, true>(g, rows, window_e, e, init, finish);
+    else if (use0)
+      window_row_dots<T, S, true, false>(g, rows, window_e, e, init,
+                                         finish);
+    else if (use1)
+      window_row_dots<T, S, false, true>(g, rows, window_e, e, init,
+                                         finish);
   }
 }
 
 template <typename T, typename Init, typename Finish>
-void window_dots_any(const Geometry& g, const T* row, const T* window,
-                     int64_t a0, int64_t a1, const Init& init,
-                     const Finish& finish) {
+void window_dots_any(const Geometry& g, int64_t m, const T* row,
+                     const T* window, int64_t a0, int64_t a1,
+                     const Init& init, const Finish& finish) {
   for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
     const T* window_o = window + g.padded_shift[o];
+    const int64_t a = o / g.size, b = o % g.size;
     for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
       using Vec = decltype(simd);
-      auto dot = init(o, x, simd);
+      auto dot = init(m, a, b, x, simd);
       for (int64_t c = 0; c < g.dim; ++c)
         dot += Vec::load(row + c * g.plane + x) *
                Vec::load(window_o + c * g.padded + x);
-      finish(o, x, dot, simd);
+      finish(m, a, b, x, dot, simd);
     });
   }
 }
 
 template <typename T, typename Init, typename Finish>
-void window_dots(const Geometry& g, const T* row, const T* window,
-                 int64_t a0, int64_t a1, const Init& init,
+void window_dots(const Geometry& g, const RowGroup& group,
+                 const T* const* rows, const T* window, const Init& init,
                  const Finish& finish) {
   switch (g.size) {
     case 3:
-      return window_dots_fixed<T, 3>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 3>(g, group, rows, window, init, finish);
     case 5:
-      return window_dots_fixed<T, 5>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 5>(g, group, rows, window, init, finish);
     case 7:
-      return window_dots_fixed<T, 7>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 7>(g, group, rows, window, init, finish);
     default:
-      return window_dots_any<T>(g, row, window, a0, a1, init, finish);
+      for (int64_t m = 0; m < group.count; ++m)
+        window_dots_any<T>(g, m, rows[m], window + m * g.window_row,
+                           group.a0[m], group.a1[m], init, finish);
   }
 }
 
-// Weighted sums over the window, for every channel c and column x:
+// Weighted sums over the window, for every row m of a group, channel c
+// and column x:
 //
-//   result[c * plane + x] = sum_o w[o * row + x]
-//                          window[c * padded + padded_shift[o] + x]
+//   result[m][c * plane + x] = sum_o w[m][o * row + x]
+//       window[m * window_row + c * padded + padded_shift[o] + x]
 //
-// over the offsets of window rows [a0, a1), divided by divisor[x] when
-// given: the output (w = probabilities, window = padded values) and the
-// query gradient (w = logit gradients, window = padded keys). With S fixed
-// the S weights of a window row stay in registers over all channels.
+// over the offsets of row m's window rows inside the image, divided by
+// divisor[m][x] when given: the output (w = probabilities, window = padded
+// values) and the query gradient (w = logit gradients, window = padded
+// keys). With S fixed the S weights of a window row stay in registers
+// over all channels, and each window vector is loaded once for both rows.
+template <typename T, int S, bool U0, bool U1, typename Vec>
+inline void window_row_sums(const Geometry& g, const RowGroup& group,
+                            const T* const* w, const T* window_e, int64_t e,
+                            int64_t x, T* const* result,
+                            const T* const* divisor) {
+  typename Vec::V weight0[S], weight1[S];
+  bool first0 = false, last0 = false, first1 = false, last1 = false;
+  if constexpr (U0) {
+    for (int b = 0; b < S; ++b)
+      weight0[b] = Vec::load(w[0] + (e * S + b) * g.row + x);
+    first0 = e == group.a0[0];
+    last0 = e + 1 == group.a1[0] && divisor[0];
+  }
+  if constexpr (U1) {
+    for (int b = 0; b < S; ++b)
+      weight1[b] = Vec::load(w[1] + ((e - 1) * S + b) * g.row + x);
+    first1 = e - 1 == group.a0[1];
+    last1 = e == group.a1[1] && divisor[1];
+  }
+  for (int64_t c = 0; c < g.dim; ++c) {
+    const T* at = window_e + c * g.padded;
+    typename Vec::V sum0, sum1;
+    if constexpr (U0 && U1) {
+      auto value = Vec::load(at);
+      sum0 = weight0[0] * value;
+      sum1 = weight1[0] * value;
+      for (int b = 1; b < S; ++b) {
+        value = Vec::load(at + b);
+        sum0 += weight0[b] * value;
+        sum1 += weight1[b] * value;
+      }
+    } else if constexpr (U0) {
+      sum0 = weight0[0] * Vec::load(at);
+      for (int b = 1; b < S; ++b) sum0 += weight0[b] * Vec::load(at + b);
+    } else {
+      sum1 = weight1[0] * Vec::load(at);
+      for (int b = 1; b < S; ++b) sum1 += weight1[b] * Vec::load(at + b);
+    }
+    if constexpr (U0) {
+      T* out = result[0] + c * g.plane + x;
+      if (!first0) sum0 = Vec::load(out) + sum0;
+      if (last0) sum0 /= Vec::load(divisor[0] + x);
+      Vec::store(out, sum0);
+    }
+    if constexpr (U1) {
+      T* out = result[1] + c * g.plane + x;
+      if (!first1) sum1 = Vec::load(out) + sum1;
+      if (last1) sum1 /= Vec::load(divisor[1] + x);
+      Vec::store(out, sum1);
+    }
+  }
+}
+
 template <typename T, int S>
-void window_sums_fixed(const Geometry& g, const T* w, const T* window,
-                       int64_t a0, int64_t a1, T* result,
-                       const T* divisor) {
+void window_sums_fixed(const Geometry& g, const RowGroup& group,
+                       const T* const* w, const T* window, T* const* result,
+                       const T* const* divisor) {
   for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
     using Vec = decltype(simd);
-    for (int64_t a = a0; a < a1; ++a) {
-      typename Vec::V weight[S];
-      for (int b = 0; b < S; ++b)
-        weight[b] = Vec::load(w + (a * S + b) * g.row + x);
-      const T* window_a = window + a * g.window_row + x;
-      for (int64_t c = 0; c < g.dim; ++c) {
-        const T* at = window_a + c * g.padded;
-        auto sum = weight[0] * Vec::load(at);
-        for (int b = 1; b < S; ++b) sum += weight[b] * Vec::load(at + b);
-        T* out = result + c * g.plane + x;
-        if (a > a0) sum = Vec::load(out) + sum;
-        if (a + 1 == a1 && divisor) sum /= Vec::load(divisor + x);
-        Vec::store(out, sum);
-      }
+    for (int64_t e = group.e0; e < group.e1; ++e) {
+      const T* window_e = window + e * g.window_row + x;
+      const bool use0 = group.uses(0, e), use1 = group.uses(1, e);
+      if (use0 && use1)
+        window_row_sums<T, S, true, true, Vec>(g, group, w, window_e, e, x,
+                                               result, divisor);
+      else if (use0)
+        window_row_sums<T, S, true, false, Vec>(g, group, w, window_e, e, x,
+                                                result, divisor);
+      else if (use1)
+        window_row_sums<T, S, false, true, Vec>(g, group, w, window_e, e, x,
+                                                result, divisor);
     }
   });
 }
@@ -339,44 +456,52 @@ void window_sums_any(const Geometry& g, const T* w, const T* window,
 }
 
 template <typename T>
-void window_sums(const Geometry& g, const T* w, const T* window, int64_t a0,
-                 int64_t a1, T* result, const T* divisor) {
+void window_sums(const Geometry& g, const RowGroup& group, const T* const* w,
+                 const T* window, T* const* result,
+                 const T* const* divisor) {
   switch (g.size) {
     case 3:
-      return window_sums_fixed<T, 3>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 3>(g, group, w, window, result, divisor);
     case 5:
-      return window_sums_fixed<T, 5>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 5>(g, group, w, window, result, divisor);
     case 7:
-      return window_sums_fixed<T, 7>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 7>(g, group, w, window, result, divisor);
     default:
-      return window_sums_any<T>(g, w, window, a0, a1, result, divisor);
+      for (int64_t m = 0; m < group.count; ++m)
+        window_sums_any<T>(g, w[m], window + m * g.window_row, group.a0[m],
+                           group.a1[m], result[m], divisor[m]);
   }
 }
 
-// Row i's logits of one slice, logits[o * row + j], for the window rows
-// inside the image; -inf where column j's neighbour is outside. `q` is the
-// slice's queries, `keys` row i's window of padded keys (WindowRows).
+// The logits of a group's rows i + m of one slice, logits[m][o * row + j],
+// for the window rows inside the image; -inf where column j's neighbour is
+// outside. `q` is the slice's queries, `keys` the group's window of padded
+// keys (WindowRows).
 template <typename T>
-void row_logits(const Geometry& g, const T* q, const T* keys,
-                const T* pos_row, const T* pos_col, int64_t i, T* logits) {
+void group_logits(const Geometry& g, const RowGroup& group, const T* q,
+                  const T* keys, const T* pos_row, const T* pos_col,
+                  int64_t i, T* const* logits) {
   const T masked = -std::numeric_limits<T>::infinity();
-  const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
-  const T* pr = pos_row + i * g.width;
-  const T* pc = pos_col + i * g.width;
+  const T* rows[2] = {q + i * g.width,
+                      group.count == 2 ? q + (i + 1) * g.width : nullptr};
   window_dots<T>(
-      g, q + i * g.width, keys, a0, a1,
-      [&](int64_t o, int64_t x, auto simd) {
+      g, group, rows, keys,
+      [&](int64_t m, int64_t a, int64_t b, int64_t x, auto simd) {
         using Vec = decltype(simd);
-        return Vec::load(pr + (o / g.size) * g.plane + x) +
-               Vec::load(pc + (o % g.size) * g.plane + x);
+        const int64_t at = (i + m) * g.width + x;
+        return Vec::load(pos_row + a * g.plane + at) +
+               Vec::load(pos_col + b * g.plane + at);
       },
-      [&](int64_t o, int64_t x, auto dot, auto simd) {
-        decltype(simd)::store(logits + o * g.row + x, dot);
+      [&](int64_t m, int64_t a, int64_t b, int64_t x, auto dot, auto simd) {
+        decltype(simd)::store(logits[m] + (a * g.size + b) * g.row + x,
+                              dot);
       });
-  for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
-    T* out = logits + o * g.row;
-    std::fill(out, out + g.first[o], masked);
-    std::fill(out + g.last[o], out + g.width, masked);
+  for (int64_t m = 0; m < group.count; ++m) {
+    for (int64_t o = group.a0[m] * g.size; o < group.a1[m] * g.size; ++o) {
+      T* out = logits[m] + o * g.row;
+      std::fill(out, out + g.first[o], masked);
+      std::fill(out + g.last[o], out + g.width, masked);
+    }
   }
 }
 
@@ -385,44 +510,53 @@ void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
                     const T* pr, const T* pc, T* out, T* lse) {
   const int64_t window = g.size * g.size;
   const int64_t grain =
-      std::max<int64_t>(1, 4096 / (g.dim * g.width * window + 1));
+      std::max<int64_t>(2, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
-    Scratch<T> logits(g, window), total(g, 1);
+    Scratch<T> logits(g, 2 * window), total(g, 2);
     WindowRows<T> keys(g), values(g);
-    T* L = logits.at(0);
-    for (int64_t r = begin; r < end; ++r) {
+    T* L[2] = {logits.at(0), logits.at(window)};
+    int64_t count = 1;
+    for (int64_t r = begin; r < end; r += count) {
       const int64_t n = r / g.height, i = r % g.height;
+      count = r + 1 < end && i + 1 < g.height ? 2 : 1;
       const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
       if (r == begin || i == 0) {
         keys.start(k + slice, i);
         values.start(v + slice, i);
       }
-      row_logits(g, q + slice, keys.window(i), pr + table, pc + table, i,
-                 L);
-      const int64_t o0 = g.first_row(i) * g.size, o1 = g.last_row(i) * g.size;
-      T* lse_row = lse + n * g.plane + i * g.width;
-      // Softmax over the window; the centre is always inside the image.
+      const RowGroup group(g, i, count);
+      group_logits(g, group, q + slice, keys.window(i, count), pr + table,
+                   pc + table, i, L);
+      // Softmax over each row's window; the centre is always inside.
       const int64_t centre = g.radius * g.size + g.radius;
-      for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-        using S = decltype(simd);
-        typename S::V peak = S::load(L + centre * g.row + j);
-        for (int64_t o = o0; o < o1; ++o) {
-          const auto x = S::load(L + o * g.row + j);
-          peak = x > peak ? x : peak;
-        }
-        typename S::V sum = S::fill(0);
-        for (int64_t o = o0; o < o1; ++o) {
-          const auto p = softmax_exp(S::load(L + o * g.row + j) - peak);
-          S::store(L + o * g.row + j, p);
-          sum += p;
-        }
-        S::store(total.at(0) + j, sum);
-        for (int64_t l = 0; l < S::lanes; ++l)
-          lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
-      });
-      window_sums<T>(g, L, values.window(i), g.first_row(i), g.last_row(i),
-                     out + slice + i * g.width, total.at(0));
+      for (int64_t m = 0; m < count; ++m) {
+        const int64_t o0 = group.a0[m] * g.size, o1 = group.a1[m] * g.size;
+        T* lse_row = lse + n * g.plane + (i + m) * g.width;
+        T* Lm = L[m];
+        T* sums = total.at(m);
+        for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+          using S = decltype(simd);
+          typename S::V peak = S::load(Lm + centre * g.row + j);
+          for (int64_t o = o0; o < o1; ++o) {
+            const auto x = S::load(Lm + o * g.row + j);
+            peak = x > peak ? x : peak;
+          }
+          typename S::V sum = S::fill(0);
+          for (int64_t o = o0; o < o1; ++o) {
+            const auto p = softmax_exp(S::load(Lm + o * g.row + j) - peak);
+            S::store(Lm + o * g.row + j, p);
+            sum += p;
+          }
+          S::store(sums + j, sum);
+          for (int64_t l = 0; l < S::lanes; ++l)
+            lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
+        });
+      }
+      T* result[2] = {out + slice + i * g.width,
+                      count == 2 ? out + slice + (i + 1) * g.width : nullptr};
+      const T* divisor[2] = {total.at(0), total.at(1)};
+      window_sums<T>(g, group, L, values.window(i, count), result, divisor);
     }
   });
 }
@@ -545,16 +679,17 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
   for (int64_t phase = 0; phase < 2; ++phase) {
     at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
                                                      int64_t end) {
-      Scratch<T> probs(g, window), grad_logits(g, window), row_term(g, 1),
-          q_rows(g, g.dim), go_rows(g, g.dim);
+      Scratch<T> probs(g, 2 * window), grad_logits(g, 2 * window),
+          row_term(g, 2), q_rows(g, g.dim), go_rows(g, g.dim);
       WindowRows<T> keys(g), values(g);
-      T* P = probs.at(0);
-      T* GL = grad_logits.at(0);
+      T* P[2] = {probs.at(0), probs.at(window)};
+      T* GL[2] = {grad_logits.at(0), grad_logits.at(window)};
       T* QS = q_rows.at(0);
       T* GOS = go_rows.at(0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / per_phase;
         const int64_t first = (2 * (task % per_phase) + phase) * band;
+        const int64_t stop = std::min(first + band, g.height);
         const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
         if (phase == 0) {
           zero_rows(gk, n, task % per_phase);
@@ -562,58 +697,77 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
         }
         keys.start(k + slice, first);
         values.start(v + slice, first);
-        for (int64_t i = first; i < std::min(first + band, g.height); ++i) {
-          const T* key_window = keys.window(i);
-          row_logits(g, q + slice, key_window, pr + table, pc + table, i, P);
-          const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
-          const int64_t o0 = a0 * g.size, o1 = a1 * g.size;
-          const int64_t at_row = slice + i * g.width;
-          const T* lse_row = lse + n * g.plane + i * g.width;
-          for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-            using S = decltype(simd);
-            const auto m = S::load(lse_row + j);
-            for (int64_t o = o0; o < o1; ++o)
-              S::store(P + o * g.row + j,
-                       softmax_exp(S::load(P + o * g.row + j) - m));
-          });
-          if (need_logits) {
-            // d loss / d logit[o] = p[o] (g . v_o - g . out)
+        int64_t count = 1;
+        for (int64_t i = first; i < stop; i += count) {
+          count = i + 1 < stop ? 2 : 1;
+          const RowGroup group(g, i, count);
+          const T* key_window = keys.window(i, count);
+          group_logits(g, group, q + slice, key_window, pr + table,
+                       pc + table, i, P);
+          for (int64_t m = 0; m < count; ++m) {
+            const int64_t o0 = group.a0[m] * g.size;
+            const int64_t o1 = group.a1[m] * g.size;
+            const T* lse_row = lse + n * g.plane + (i + m) * g.width;
+            T* Pm = P[m];
             for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
               using S = decltype(simd);
-              typename S::V sum = S::fill(0);
-              for (int64_t c = 0; c < g.dim; ++c)
-                sum += S::load(go + at_row + c * g.plane + j) *
-                       S::load(out + at_row + c * g.plane + j);
-              S::store(row_term.at(0) + j, sum);
+              const auto top = S::load(lse_row + j);
+              for (int64_t o = o0; o < o1; ++o)
+                S::store(Pm + o * g.row + j,
+                         softmax_exp(S::load(Pm + o * g.row + j) - top));
             });
-            const T* term = row_term.at(0);
-            T* rows = gpr ? gpr + table + i * g.width : nullptr;
-            T* cols = gpc ? gpc + table + i * g.width : nullptr;
-            for (int64_t a = 0; rows && a < g.size; ++a) {
-              std::fill_n(rows + a * g.plane, g.width, T(0));
-              std::fill_n(cols + a * g.plane, g.width, T(0));
+          }
+          const T* go_row[2] = {
+              go + slice + i * g.width,
+              count == 2 ? go + slice + (i + 1) * g.width : nullptr};
+          if (need_logits) {
+            // d loss / d logit[o] = p[o] (g . v_o - g . out)
+            for (int64_t m = 0; m < count; ++m) {
+              const int64_t at_row = slice + (i + m) * g.width;
+              T* term = row_term.at(m);
+              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+                using S = decltype(simd);
+                typename S::V sum = S::fill(0);
+                for (int64_t c = 0; c < g.dim; ++c)
+                  sum += S::load(go + at_row + c * g.plane + j) *
+                         S::load(out + at_row + c * g.plane + j);
+                S::store(term + j, sum);
+              });
+              for (int64_t a = 0; gpr && a < g.size; ++a) {
+                const int64_t at = table + a * g.plane + (i + m) * g.width;
+                std::fill_n(gpr + at, g.width, T(0));
+                std::fill_n(gpc + at, g.width, T(0));
+              }
             }
             window_dots<T>(
-                g, go + at_row, values.window(i), a0, a1,
-                [&](int64_t, int64_t x, auto simd) {
-                  return -decltype(simd)::load(term + x);
+                g, group, go_row, values.window(i, count),
+                [&](int64_t m, int64_t, int64_t, int64_t x, auto simd) {
+                  return -decltype(simd)::load(row_term.at(m) + x);
                 },
-                [&](int64_t o, int64_t x, auto dot, auto simd) {
+                [&](int64_t m, int64_t a, int64_t b, int64_t x, auto dot,
+                    auto simd) {
                   using Vec = decltype(simd);
-                  const auto gl = Vec::load(P + o * g.row + x) * dot;
-                  Vec::store(GL + o * g.row + x, gl);
-                  if (rows) {
-                    T* r = rows + (o / g.size) * g.plane + x;
-                    T* c = cols + (o % g.size) * g.plane + x;
+                  const int64_t o = (a * g.size + b) * g.row + x;
+                  const auto gl = Vec::load(P[m] + o) * dot;
+                  Vec::store(GL[m] + o, gl);
+                  if (gpr) {
+                    const int64_t at = table + (i + m) * g.width + x;
+                    T* r = gpr + at + a * g.plane;
+                    T* c = gpc + at + b * g.plane;
                     Vec::store(r, Vec::load(r) + gl);
                     Vec::store(c, Vec::load(c) + gl);
                   }
                 });
           }
-          if (gq)
-            window_sums<T>(g, GL, key_window, a0, a1, gq + at_row,
-                           static_cast<const T*>(nullptr));
-          if (gk || gv) {
+          if (gq) {
+            T* result[2] = {
+                gq + slice + i * g.width,
+                count == 2 ? gq + slice + (i + 1) * g.width : nullptr};
+            const T* divisor[2] = {nullptr, nullptr};
+            window_sums<T>(g, group, GL, key_window, result, divisor);
+          }
+          for (int64_t m = 0; (gk || gv) && m < count; ++m) {
+            const int64_t at_row = slice + (i + m) * g.width;
             for (int64_t c = 0; c < g.dim; ++c) {
               if (gk)
                 std::memcpy(QS + c * g.row, q + at_row + c * g.plane,
@@ -622,10 +776,10 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                 std::memcpy(GOS + c * g.row, go + at_row + c * g.plane,
                             g.width * sizeof(T));
             }
-            for (int64_t a = g.first_row(i); a < g.last_row(i); ++a) {
-              const int64_t at_key = slice + (i + a - g.radius) * g.width;
-              key_value_row(g, GL + a * g.size * g.row,
-                            P + a * g.size * g.row, QS, GOS,
+            for (int64_t a = group.a0[m]; a < group.a1[m]; ++a) {
+              const int64_t at_key = slice + (i + m + a - g.radius) * g.width;
+              key_value_row(g, GL[m] + a * g.size * g.row,
+                            P[m] + a * g.size * g.row, QS, GOS,
                             gk ? gk + at_key : nullptr,
                             gv ? gv + at_key : nullptr);
             }
