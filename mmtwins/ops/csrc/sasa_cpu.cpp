@@ -661,8 +661,11 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
   // run in parallel, then the odd ones. Before accumulating, even band t
   // zeroes the key and value gradient rows from its first row minus r up
   // to that of even band t + 1 (the last one: to the bottom), which covers
-  // every row once and every row the odd bands write.
-  const int64_t band = std::max<int64_t>(2 * g.radius, 1);
+  // every row once and every row the odd bands write. A band reads r key
+  // and value rows above and below it; bands of at least 16 rows keep
+  // that re-reading small, and the bands do not depend on the thread
+  // count, so neither do the results.
+  const int64_t band = std::max<int64_t>(2 * g.radius, 16);
   const int64_t bands = (g.height + band - 1) / band;
   const int64_t per_phase = (bands + 1) / 2;
   const int64_t dim = g.dim, plane = g.plane, width = g.width;
