@@ -341,18 +341,30 @@ def _fused_kernels(query: Tensor) -> Optional[ModuleType]:
     return None
 
 
+def _positional_inputs(query: Tensor, rel_h: Tensor, rel_w: Tensor,
+                       kernels: ModuleType) -> Tuple[Tensor, Tensor]:
+    """What ``kernels`` take for the positional logits: the offset
+    embeddings for the CPU kernel (it computes the logits row by row), the
+    contiguous ``(B * heads, k, H, W)`` logits for the Triton kernels."""
+    from . import sasa_cpu
+    if kernels is sasa_cpu:
+        return rel_h, rel_w
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    return pos_row.contiguous(), pos_col.contiguous()
+
+
 def _forward_fused(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
                    rel_w: Tensor,
                    kernels: ModuleType) -> Tuple[Tensor, Tensor]:
-    """Forward through fused kernels (:mod:`.sasa_triton`)."""
+    """Forward through fused kernels (:mod:`.sasa_cpu`,
+    :mod:`.sasa_triton`)."""
     batch, heads, _, height, width = query.shape
     if query.numel() == 0:
         return (torch.zeros_like(query),
                 query.new_zeros(batch, heads, height, width))
-    pos_row, pos_col = _positional(query, rel_h, rel_w)
     out, lse = kernels.forward(
-        *(_split(t) for t in (query, key, value)), pos_row.contiguous(),
-        pos_col.contiguous())
+        *(_split(t) for t in (query, key, value)),
+        *_positional_inputs(query, rel_h, rel_w, kernels))
     return out.view_as(query), lse.view(batch, heads, height, width)
 
 
@@ -366,12 +378,11 @@ def _backward_fused(grad_out: Tensor, query: Tensor, key: Tensor,
         grads = [torch.zeros_like(t)
                  for t in (query, key, value, rel_h, rel_w)]
         return [g if need else None for g, need in zip(grads, output_mask)]
-    pos_row, pos_col = _positional(query, rel_h, rel_w)
     need_q, need_k, need_v, need_rh, need_rw = output_mask
     need_pos = need_q or need_rh or need_rw
     grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = kernels.backward(
         *(_split(t) for t in (grad_out, query, key, value)),
-        pos_row.contiguous(), pos_col.contiguous(), _split(out),
+        *_positional_inputs(query, rel_h, rel_w, kernels), _split(out),
         _split(lse), (need_q, need_k, need_v, need_pos))
     grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = (
         grad.to(query.dtype)

@@ -9,7 +9,13 @@
 //   out[c, i, j] = sum_o softmax_o(logit)[o] v[c, i + dy, j + dx]
 //
 // over the offsets whose neighbour lies inside the image (the others get
-// a -inf logit, so probability 0). Tensors are (N, D, H, W) planes with
+// a -inf logit, so probability 0), where, with head h = n % heads and
+// e = D / 2 channels per half,
+//
+//   pos_row[a, i, j] = sum_{c < e} q[c, i, j] rel_h[a, h, c]
+//   pos_col[b, i, j] = sum_{c < e} q[e + c, i, j] rel_w[b, h, c]
+//
+// are computed here row by row (they never go to memory). Tensors are (N, D, H, W) planes with
 // N = batch * heads. The kernel works on one image row at a time: the row's
 // k * k logits stay in cache, so the q . k products are never written to
 // memory (the Python offset loop writes each of them), and the innermost
@@ -473,24 +479,58 @@ void window_sums(const Geometry& g, const RowGroup& group, const T* const* w,
   }
 }
 
-// The logits of a group's rows i + m of one slice, logits[m][o * row + j],
+// The offset embeddings (k, heads, D / 2) of both axes.
+template <typename T>
+struct Tables {
+  const T* rel_h;
+  const T* rel_w;
+  int64_t heads;
+};
+
+// One query row's positional logits for one axis: pos[a * row + x] =
+// sum_{c < D/2} row[(first + c) * plane + x] table[a, h, c], for the k
+// offsets a (`first`: 0 for rows, D / 2 for columns).
+template <typename T>
+void positional_row(const Geometry& g, const T* row, const T* table,
+                    int64_t heads, int64_t h, int64_t first, T* pos) {
+  const int64_t half = g.dim / 2;
+  for (int64_t a = 0; a < g.size; ++a) {
+    const T* weight = table + (a * heads + h) * half;
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      typename Vec::V sum = Vec::fill(0);
+      for (int64_t c = 0; c < half; ++c)
+        sum += Vec::load(row + (first + c) * g.plane + x) * weight[c];
+      Vec::store(pos + a * g.row + x, sum);
+    });
+  }
+}
+
+// The logits of a group's rows i + m of slice n, logits[m][o * row + j],
 // for the window rows inside the image; -inf where column j's neighbour is
 // outside. `q` is the slice's queries, `keys` the group's window of padded
-// keys (WindowRows).
+// keys (WindowRows), `pos` 4 k scratch rows for the positional logits.
 template <typename T>
 void group_logits(const Geometry& g, const RowGroup& group, const T* q,
-                  const T* keys, const T* pos_row, const T* pos_col,
-                  int64_t i, T* const* logits) {
+                  const T* keys, const Tables<T>& tables, int64_t n,
+                  int64_t i, T* pos, T* const* logits) {
   const T masked = -std::numeric_limits<T>::infinity();
   const T* rows[2] = {q + i * g.width,
                       group.count == 2 ? q + (i + 1) * g.width : nullptr};
+  const int64_t h = n % tables.heads, half = g.dim / 2;
+  for (int64_t m = 0; m < group.count; ++m) {
+    T* pos_m = pos + 2 * m * g.size * g.row;
+    positional_row(g, rows[m], tables.rel_h, tables.heads, h, 0, pos_m);
+    positional_row(g, rows[m], tables.rel_w, tables.heads, h, half,
+                   pos_m + g.size * g.row);
+  }
   window_dots<T>(
       g, group, rows, keys,
       [&](int64_t m, int64_t a, int64_t b, int64_t x, auto simd) {
         using Vec = decltype(simd);
-        const int64_t at = (i + m) * g.width + x;
-        return Vec::load(pos_row + a * g.plane + at) +
-               Vec::load(pos_col + b * g.plane + at);
+        const T* pos_m = pos + 2 * m * g.size * g.row + x;
+        return Vec::load(pos_m + a * g.row) +
+               Vec::load(pos_m + (g.size + b) * g.row);
       },
       [&](int64_t m, int64_t a, int64_t b, int64_t x, auto dot, auto simd) {
         decltype(simd)::store(logits[m] + (a * g.size + b) * g.row + x,
@@ -507,27 +547,27 @@ void group_logits(const Geometry& g, const RowGroup& group, const T* q,
 
 template <typename T>
 void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
-                    const T* pr, const T* pc, T* out, T* lse) {
+                    const Tables<T>& tables, T* out, T* lse) {
   const int64_t window = g.size * g.size;
   const int64_t grain =
       std::max<int64_t>(2, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
-    Scratch<T> logits(g, 2 * window), total(g, 2);
+    Scratch<T> logits(g, 2 * window), total(g, 2), pos(g, 4 * g.size);
     WindowRows<T> keys(g), values(g);
     T* L[2] = {logits.at(0), logits.at(window)};
     int64_t count = 1;
     for (int64_t r = begin; r < end; r += count) {
       const int64_t n = r / g.height, i = r % g.height;
       count = r + 1 < end && i + 1 < g.height ? 2 : 1;
-      const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
+      const int64_t slice = n * g.dim * g.plane;
       if (r == begin || i == 0) {
         keys.start(k + slice, i);
         values.start(v + slice, i);
       }
       const RowGroup group(g, i, count);
-      group_logits(g, group, q + slice, keys.window(i, count), pr + table,
-                   pc + table, i, L);
+      group_logits(g, group, q + slice, keys.window(i, count), tables, n, i,
+                   pos.at(0), L);
       // Softmax over each row's window; the centre is always inside.
       const int64_t centre = g.radius * g.size + g.radius;
       for (int64_t m = 0; m < count; ++m) {
@@ -651,7 +691,7 @@ void key_value_row(const Geometry& g, const T* gl, const T* p, const T* qs,
 // null means "not needed".
 template <typename T>
 void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
-                     const T* v, const T* pr, const T* pc, const T* out,
+                     const T* v, const Tables<T>& tables, const T* out,
                      const T* lse, T* gq, T* gk, T* gv, T* gpr, T* gpc) {
   const int64_t window = g.size * g.size;
   const bool need_logits = gq || gk || gpr;
@@ -683,7 +723,8 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
     at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
                                                      int64_t end) {
       Scratch<T> probs(g, 2 * window), grad_logits(g, 2 * window),
-          row_term(g, 2), q_rows(g, g.dim), go_rows(g, g.dim);
+          row_term(g, 2), q_rows(g, g.dim), go_rows(g, g.dim),
+          pos(g, 4 * g.size);
       WindowRows<T> keys(g), values(g);
       T* P[2] = {probs.at(0), probs.at(window)};
       T* GL[2] = {grad_logits.at(0), grad_logits.at(window)};
@@ -705,8 +746,8 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
           count = i + 1 < stop ? 2 : 1;
           const RowGroup group(g, i, count);
           const T* key_window = keys.window(i, count);
-          group_logits(g, group, q + slice, key_window, pr + table,
-                       pc + table, i, P);
+          group_logits(g, group, q + slice, key_window, tables, n, i,
+                       pos.at(0), P);
           for (int64_t m = 0; m < count; ++m) {
             const int64_t o0 = group.a0[m] * g.size;
             const int64_t o1 = group.a1[m] * g.size;
@@ -802,6 +843,20 @@ void check_inputs(const std::vector<at::Tensor>& tensors, int64_t dim) {
   }
 }
 
+// rel_h and rel_w: (k, heads, D / 2) for q of (N, D, H, W), N a multiple
+// of heads.
+void check_tables(const at::Tensor& q, const at::Tensor& rel_h,
+                  const at::Tensor& rel_w) {
+  TORCH_CHECK(rel_h.device().is_cpu() && rel_h.dim() == 3 &&
+                  rel_h.sizes() == rel_w.sizes() &&
+                  rel_h.scalar_type() == q.scalar_type() &&
+                  rel_w.scalar_type() == q.scalar_type() &&
+                  rel_h.size(1) > 0 && q.size(0) % rel_h.size(1) == 0 &&
+                  2 * rel_h.size(2) == q.size(1),
+              "sasa_cpu: expects rel_h and rel_w of shape (k, heads, D / 2) "
+              "in q's dtype");
+}
+
 // How the kernel holds a tensor: float64 stays, every other float type is
 // computed in float32.
 at::Tensor compute(const at::Tensor& t) {
@@ -816,69 +871,77 @@ int64_t lanes_of(const at::Tensor& t) {
 
 }  // namespace
 
-// q, k, v: (N, D, H, W); pos_row, pos_col: (N, k, H, W).
+// q, k, v: (N, D, H, W) with N = batch * heads; rel_h, rel_w: the offset
+// embeddings (k, heads, D / 2).
 // Returns out (N, D, H, W) and the log-sum-exp (N, H, W) in q's dtype.
 std::vector<at::Tensor> sasa_forward(const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v,
-                                     const at::Tensor& pos_row,
-                                     const at::Tensor& pos_col) {
-  check_inputs({q, k, v, pos_row, pos_col}, 4);
-  auto q_c = compute(q), pr = compute(pos_row), pc = compute(pos_col);
+                                     const at::Tensor& rel_h,
+                                     const at::Tensor& rel_w) {
+  check_inputs({q, k, v}, 4);
+  check_tables(q, rel_h, rel_w);
+  auto q_c = compute(q), th = compute(rel_h), tw = compute(rel_w);
   auto out = at::empty_like(q_c);
   auto lse = at::empty({q.size(0), q.size(2), q.size(3)}, q_c.options());
   if (q.numel() > 0) {
-    const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
+    const Geometry g(q_c, rel_h.size(0), lanes_of(q_c));
     auto k_c = compute(k), v_c = compute(v);
     AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_forward", [&] {
+      const Tables<scalar_t> tables{th.data_ptr<scalar_t>(),
+                                    tw.data_ptr<scalar_t>(), rel_h.size(1)};
       forward_kernel<scalar_t>(
           g, q_c.data_ptr<scalar_t>(), k_c.data_ptr<scalar_t>(),
-          v_c.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
-          pc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+          v_c.data_ptr<scalar_t>(), tables, out.data_ptr<scalar_t>(),
           lse.data_ptr<scalar_t>());
     });
   }
   return {out.to(q.scalar_type()), lse.to(q.scalar_type())};
 }
 
-// Gradients for q, k, v, pos_row and pos_col, in float32 for half and
-// bfloat16 inputs (q's dtype otherwise); an entry whose flag is false is
-// an empty tensor.
+// Gradients for q (its content part), k, v and the positional logits
+// pos_row and pos_col (N, k, H, W), in float32 for half and bfloat16
+// inputs (q's dtype otherwise); an entry whose flag is false is an empty
+// tensor. The arguments are the forward's, then its outputs.
 std::vector<at::Tensor> sasa_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& pos_row, const at::Tensor& pos_col,
+    const at::Tensor& v, const at::Tensor& rel_h, const at::Tensor& rel_w,
     const at::Tensor& out, const at::Tensor& lse, bool need_q, bool need_k,
     bool need_v, bool need_pos) {
-  check_inputs({grad_out, q, k, v, pos_row, pos_col, out}, 4);
+  check_inputs({grad_out, q, k, v, out}, 4);
+  check_tables(q, rel_h, rel_w);
   TORCH_CHECK(lse.dim() == 3 && lse.scalar_type() == q.scalar_type(),
               "sasa_cpu: bad log-sum-exp tensor");
-  auto go_c = compute(grad_out), q_c = compute(q), pr = compute(pos_row),
-       pc = compute(pos_col), out_c = compute(out), lse_c = compute(lse);
+  auto go_c = compute(grad_out), q_c = compute(q), th = compute(rel_h),
+       tw = compute(rel_w), out_c = compute(out), lse_c = compute(lse);
   const auto options = q_c.options();
+  const std::vector<int64_t> pos_shape{q.size(0), rel_h.size(0), q.size(2),
+                                       q.size(3)};
   const bool any = need_q || need_k || need_v || need_pos;
   if (q.numel() == 0 || !any) {
-    auto make = [&](bool need, const at::Tensor& like) {
-      return need ? at::zeros(like.sizes(), options)
-                  : at::empty({0}, options);
+    auto make = [&](bool need, at::IntArrayRef sizes) {
+      return need ? at::zeros(sizes, options) : at::empty({0}, options);
     };
-    return {make(need_q, q), make(need_k, k), make(need_v, v),
-            make(need_pos, pos_row), make(need_pos, pos_col)};
+    return {make(need_q, q.sizes()), make(need_k, k.sizes()),
+            make(need_v, v.sizes()), make(need_pos, pos_shape),
+            make(need_pos, pos_shape)};
   }
-  const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
+  const Geometry g(q_c, rel_h.size(0), lanes_of(q_c));
   auto k_c = compute(k), v_c = compute(v);
   const auto none = at::empty({0}, options);
   at::Tensor gq = need_q ? at::empty_like(q_c) : none,
              gk = need_k ? at::empty_like(q_c) : none,
              gv = need_v ? at::empty_like(q_c) : none,
-             gpr = need_pos ? at::empty_like(pr) : none,
-             gpc = need_pos ? at::empty_like(pc) : none;
+             gpr = need_pos ? at::empty(pos_shape, options) : none,
+             gpc = need_pos ? at::empty(pos_shape, options) : none;
   AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_backward", [&] {
     auto ptr = [](at::Tensor& t, bool need) {
       return need ? t.data_ptr<scalar_t>() : nullptr;
     };
+    const Tables<scalar_t> tables{th.data_ptr<scalar_t>(),
+                                  tw.data_ptr<scalar_t>(), rel_h.size(1)};
     backward_kernel<scalar_t>(
         g, go_c.data_ptr<scalar_t>(), q_c.data_ptr<scalar_t>(),
-        k_c.data_ptr<scalar_t>(), v_c.data_ptr<scalar_t>(),
-        pr.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
+        k_c.data_ptr<scalar_t>(), v_c.data_ptr<scalar_t>(), tables,
         out_c.data_ptr<scalar_t>(), lse_c.data_ptr<scalar_t>(),
         ptr(gq, need_q), ptr(gk, need_k), ptr(gv, need_v),
         ptr(gpr, need_pos), ptr(gpc, need_pos));
