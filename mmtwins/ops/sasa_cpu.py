@@ -3,8 +3,8 @@
 ``csrc/sasa_cpu.cpp`` computes one image row's k x k logits (positional
 part included, from the offset embeddings), softmax and weighted values in
 cache, so neither the q . k products nor the positional logits go to
-memory (the offset loop of :mod:`.sasa_op` writes every one of them). It runs on
-ATen's intra-op threads (``torch.get_num_threads()``).
+memory (the offset loop of :mod:`.sasa_op` writes every one of them). It
+runs on ATen's intra-op threads (``torch.get_num_threads()``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` the first time
 SASA runs on a CPU tensor (about a minute; a C++ compiler and ninja are
@@ -103,8 +103,9 @@ def forward(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
 def backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
              rel_w: Tensor, out: Tensor, lse: Tensor,
              needs: Sequence[bool]) -> Tuple[Tensor, ...]:
-    """Gradients for ``q`` (content part), ``k``, ``v`` and the positional
-    logits ``pos_row, pos_col`` (``(BH, k, H, W)`` each).
+    """Gradients for ``q``, ``k``, ``v`` and the positional logits
+    ``pos_row, pos_col`` (``(BH, k, H, W)`` each, from which the offset
+    embeddings' gradients follow).
 
     The arguments are those of :func:`forward`, then its outputs. ``needs``
     flags q, k, v and the positional logits; the gradients not needed are

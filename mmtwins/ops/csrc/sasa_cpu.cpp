@@ -777,12 +777,12 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                          S::load(out + at_row + c * g.plane + j);
                 S::store(term + j, sum);
               });
-              for (int64_t a = 0; gpr && a < g.size; ++a) {
-                const int64_t at = table + a * g.plane + (i + m) * g.width;
-                std::fill_n(gpr + at, g.width, T(0));
-                std::fill_n(gpc + at, g.width, T(0));
-              }
             }
+            // The positional logit gradients of row i + m (rows and
+            // columns of the window summed) go to 2 k scratch rows, the
+            // positional logits' (no longer needed).
+            for (int64_t row = 0; row < 4 * g.size; ++row)
+              std::fill_n(pos.at(row), g.width, T(0));
             window_dots<T>(
                 g, group, go_row, values.window(i, count),
                 [&](int64_t m, int64_t, int64_t, int64_t x, auto simd) {
@@ -794,14 +794,20 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                   const int64_t o = (a * g.size + b) * g.row + x;
                   const auto gl = Vec::load(P[m] + o) * dot;
                   Vec::store(GL[m] + o, gl);
-                  if (gpr) {
-                    const int64_t at = table + (i + m) * g.width + x;
-                    T* r = gpr + at + a * g.plane;
-                    T* c = gpc + at + b * g.plane;
-                    Vec::store(r, Vec::load(r) + gl);
-                    Vec::store(c, Vec::load(c) + gl);
-                  }
+                  T* r = pos.at((2 * m) * g.size + a) + x;
+                  T* c = pos.at((2 * m + 1) * g.size + b) + x;
+                  Vec::store(r, Vec::load(r) + gl);
+                  Vec::store(c, Vec::load(c) + gl);
                 });
+            for (int64_t m = 0; gpr && m < count; ++m) {
+              for (int64_t a = 0; a < g.size; ++a) {
+                const int64_t at = table + a * g.plane + (i + m) * g.width;
+                std::memcpy(gpr + at, pos.at(2 * m * g.size + a),
+                            g.width * sizeof(T));
+                std::memcpy(gpc + at, pos.at((2 * m + 1) * g.size + a),
+                            g.width * sizeof(T));
+              }
+            }
           }
           if (gq) {
             T* result[2] = {
@@ -809,6 +815,26 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                 count == 2 ? gq + slice + (i + 1) * g.width : nullptr};
             const T* divisor[2] = {nullptr, nullptr};
             window_sums<T>(g, group, GL, key_window, result, divisor);
+            // The positional part: the first half of the channels met
+            // rel_h, the second rel_w.
+            const int64_t h = n % tables.heads, half = g.dim / 2;
+            for (int64_t m = 0; m < count; ++m) {
+              for (int64_t c = 0; c < g.dim; ++c) {
+                const bool rows = c < half;
+                const T* table_c = (rows ? tables.rel_h : tables.rel_w) +
+                                   h * half + (rows ? c : c - half);
+                const T* grad_pos = pos.at((2 * m + (rows ? 0 : 1)) * g.size);
+                T* gq_c = result[m] + c * g.plane;
+                for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+                  using Vec = decltype(simd);
+                  auto sum = Vec::load(gq_c + x);
+                  for (int64_t a = 0; a < g.size; ++a)
+                    sum += Vec::load(grad_pos + a * g.row + x) *
+                           table_c[a * tables.heads * half];
+                  Vec::store(gq_c + x, sum);
+                });
+              }
+            }
           }
           for (int64_t m = 0; (gk || gv) && m < count; ++m) {
             const int64_t at_row = slice + (i + m) * g.width;
@@ -898,10 +924,10 @@ std::vector<at::Tensor> sasa_forward(const at::Tensor& q, const at::Tensor& k,
   return {out.to(q.scalar_type()), lse.to(q.scalar_type())};
 }
 
-// Gradients for q (its content part), k, v and the positional logits
-// pos_row and pos_col (N, k, H, W), in float32 for half and bfloat16
-// inputs (q's dtype otherwise); an entry whose flag is false is an empty
-// tensor. The arguments are the forward's, then its outputs.
+// Gradients for q, k, v and the positional logits pos_row and pos_col
+// (N, k, H, W; for the offset embeddings' gradients), in float32 for half
+// and bfloat16 inputs (q's dtype otherwise); an entry whose flag is false
+// is an empty tensor. The arguments are the forward's, then its outputs.
 std::vector<at::Tensor> sasa_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& rel_h, const at::Tensor& rel_w,
