@@ -489,10 +489,36 @@ struct Tables {
 
 // One query row's positional logits for one axis: pos[a * row + x] =
 // sum_{c < D/2} row[(first + c) * plane + x] table[a, h, c], for the k
-// offsets a (`first`: 0 for rows, D / 2 for columns).
+// offsets a (`first`: 0 for rows, D / 2 for columns). With S fixed the S
+// sums stay in registers and each query vector is loaded once.
+template <typename T, int S>
+void positional_row_fixed(const Geometry& g, const T* row, const T* table,
+                          int64_t heads, int64_t h, int64_t first, T* pos) {
+  const int64_t half = g.dim / 2, stride = heads * half;
+  const T* weight = table + h * half;
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    typename Vec::V sum[S];
+    for (int a = 0; a < S; ++a) sum[a] = Vec::fill(0);
+    for (int64_t c = 0; c < half; ++c) {
+      const auto value = Vec::load(row + (first + c) * g.plane + x);
+      for (int a = 0; a < S; ++a) sum[a] += value * weight[a * stride + c];
+    }
+    for (int a = 0; a < S; ++a) Vec::store(pos + a * g.row + x, sum[a]);
+  });
+}
+
 template <typename T>
 void positional_row(const Geometry& g, const T* row, const T* table,
                     int64_t heads, int64_t h, int64_t first, T* pos) {
+  switch (g.size) {
+    case 3:
+      return positional_row_fixed<T, 3>(g, row, table, heads, h, first, pos);
+    case 5:
+      return positional_row_fixed<T, 5>(g, row, table, heads, h, first, pos);
+    case 7:
+      return positional_row_fixed<T, 7>(g, row, table, heads, h, first, pos);
+  }
   const int64_t half = g.dim / 2;
   for (int64_t a = 0; a < g.size; ++a) {
     const T* weight = table + (a * heads + h) * half;
