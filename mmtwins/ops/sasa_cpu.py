@@ -1,9 +1,10 @@
 """The fused CPU kernel of SASA's local attention, built on first use.
 
-``csrc/sasa_cpu.cpp`` computes one image row's k x k logits, softmax and
-weighted values in cache, so the q . k products never go to memory (the
-offset loop of :mod:`.sasa_op` writes every one of them). It runs on
-ATen's intra-op threads (``torch.get_num_threads()``).
+``csrc/sasa_cpu.cpp`` computes one image row's k x k logits (positional
+part included, from the offset embeddings), softmax and weighted values in
+cache, so neither the q . k products nor the positional logits go to
+memory (the offset loop of :mod:`.sasa_op` writes every one of them). It
+runs on ATen's intra-op threads (``torch.get_num_threads()``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` the first time
 SASA runs on a CPU tensor (about a minute; a C++ compiler and ninja are
@@ -86,26 +87,32 @@ def kernel() -> Optional[ModuleType]:
     return _module
 
 
-def forward(q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
-            pos_col: Tensor) -> Tuple[Tensor, Tensor]:
+def forward(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
+            rel_w: Tensor) -> Tuple[Tensor, Tensor]:
     """Output ``(BH, d, H, W)`` and log-sum-exp ``(BH, H, W)``.
 
-    ``q, k, v`` are contiguous ``(BH, d, H, W)``; ``pos_row, pos_col`` the
-    contiguous ``(BH, k, H, W)`` positional logits.
+    ``q, k, v`` are contiguous ``(BH, d, H, W)``; ``rel_h, rel_w`` the
+    ``(k, heads, d / 2)`` offset embeddings (slice ``n`` is head
+    ``n % heads``).
     """
-    out, lse = kernel().forward(q, k, v, pos_row, pos_col)
+    out, lse = kernel().forward(q, k, v, rel_h.contiguous(),
+                                rel_w.contiguous())
     return out, lse
 
 
-def backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, pos_row: Tensor,
-             pos_col: Tensor, out: Tensor, lse: Tensor,
+def backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
+             rel_w: Tensor, out: Tensor, lse: Tensor,
              needs: Sequence[bool]) -> Tuple[Tensor, ...]:
-    """Gradients for ``q, k, v, pos_row, pos_col`` (content part for q).
+    """Gradients for ``q``, ``k``, ``v`` and the positional logits
+    ``pos_row, pos_col`` (``(BH, k, H, W)`` each, from which the offset
+    embeddings' gradients follow).
 
-    ``needs`` flags q, k, v and the positional logits; the gradients not
-    needed are not computed (empty tensors). Half and bfloat16 inputs get
-    float32 gradients (accumulated in float32).
+    The arguments are those of :func:`forward`, then its outputs. ``needs``
+    flags q, k, v and the positional logits; the gradients not needed are
+    not computed (empty tensors). Half and bfloat16 inputs get float32
+    gradients (accumulated in float32).
     """
     need_q, need_k, need_v, need_pos = (bool(n) for n in needs)
-    return tuple(kernel().backward(grad, q, k, v, pos_row, pos_col, out, lse,
-                                   need_q, need_k, need_v, need_pos))
+    return tuple(kernel().backward(grad, q, k, v, rel_h.contiguous(),
+                                   rel_w.contiguous(), out, lse, need_q,
+                                   need_k, need_v, need_pos))

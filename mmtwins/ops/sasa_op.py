@@ -299,16 +299,20 @@ def _backward_loop(grad_out: Tensor, query: Tensor, key: Tensor,
 
 def _positional_backward(query: Tensor, rel_h: Tensor, rel_w: Tensor,
                          grad_pos_row: Tensor, grad_pos_col: Tensor,
-                         grads: List[Optional[Tensor]]) -> None:
+                         grads: List[Optional[Tensor]],
+                         query_done: bool = False) -> None:
     """Add the gradients that flow through the positional logits.
 
     ``grad_pos_*`` are ``(B * heads, k, H, W)``; ``grads`` is
-    ``[grad_q, grad_k, grad_v, grad_rh, grad_rw]`` (None where not needed).
+    ``[grad_q, grad_k, grad_v, grad_rh, grad_rw]`` (None where not needed);
+    ``query_done``: ``grad_q`` has its positional part already.
     """
     batch, heads, head_dim, height, width = query.shape
     half = head_dim // 2
     flat = (batch, heads, rel_h.shape[0], height * width)
     grad_q, _, _, grad_rh, grad_rw = grads
+    if query_done:
+        grad_q = None
     for part, grad_pos, table, grad_table in (
             (slice(None, half), grad_pos_row, rel_h, grad_rh),
             (slice(half, None), grad_pos_col, rel_w, grad_rw)):
@@ -341,18 +345,30 @@ def _fused_kernels(query: Tensor) -> Optional[ModuleType]:
     return None
 
 
+def _positional_inputs(query: Tensor, rel_h: Tensor, rel_w: Tensor,
+                       kernels: ModuleType) -> Tuple[Tensor, Tensor]:
+    """What ``kernels`` take for the positional logits: the offset
+    embeddings for the CPU kernel (it computes the logits row by row), the
+    contiguous ``(B * heads, k, H, W)`` logits for the Triton kernels."""
+    from . import sasa_cpu
+    if kernels is sasa_cpu:
+        return rel_h, rel_w
+    pos_row, pos_col = _positional(query, rel_h, rel_w)
+    return pos_row.contiguous(), pos_col.contiguous()
+
+
 def _forward_fused(query: Tensor, key: Tensor, value: Tensor, rel_h: Tensor,
                    rel_w: Tensor,
                    kernels: ModuleType) -> Tuple[Tensor, Tensor]:
-    """Forward through fused kernels (:mod:`.sasa_triton`)."""
+    """Forward through fused kernels (:mod:`.sasa_cpu`,
+    :mod:`.sasa_triton`)."""
     batch, heads, _, height, width = query.shape
     if query.numel() == 0:
         return (torch.zeros_like(query),
                 query.new_zeros(batch, heads, height, width))
-    pos_row, pos_col = _positional(query, rel_h, rel_w)
     out, lse = kernels.forward(
-        *(_split(t) for t in (query, key, value)), pos_row.contiguous(),
-        pos_col.contiguous())
+        *(_split(t) for t in (query, key, value)),
+        *_positional_inputs(query, rel_h, rel_w, kernels))
     return out.view_as(query), lse.view(batch, heads, height, width)
 
 
@@ -366,12 +382,15 @@ def _backward_fused(grad_out: Tensor, query: Tensor, key: Tensor,
         grads = [torch.zeros_like(t)
                  for t in (query, key, value, rel_h, rel_w)]
         return [g if need else None for g, need in zip(grads, output_mask)]
-    pos_row, pos_col = _positional(query, rel_h, rel_w)
     need_q, need_k, need_v, need_rh, need_rw = output_mask
-    need_pos = need_q or need_rh or need_rw
+    # The CPU kernel's query gradient includes the positional part; the
+    # Triton kernels' is the content part, completed here.
+    from . import sasa_cpu
+    query_done = kernels is sasa_cpu
+    need_pos = need_rh or need_rw or (need_q and not query_done)
     grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = kernels.backward(
         *(_split(t) for t in (grad_out, query, key, value)),
-        pos_row.contiguous(), pos_col.contiguous(), _split(out),
+        *_positional_inputs(query, rel_h, rel_w, kernels), _split(out),
         _split(lse), (need_q, need_k, need_v, need_pos))
     grad_q, grad_k, grad_v, grad_pos_row, grad_pos_col = (
         grad.to(query.dtype)
@@ -386,7 +405,7 @@ def _backward_fused(grad_out: Tensor, query: Tensor, key: Tensor,
               torch.zeros_like(rel_w) if need_rw else None]
     if need_pos:
         _positional_backward(query, rel_h, rel_w, grad_pos_row,
-                             grad_pos_col, grads)
+                             grad_pos_col, grads, query_done)
     return grads
 
 

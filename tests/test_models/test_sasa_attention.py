@@ -106,11 +106,13 @@ def test_cpu_kernel_bfloat16_matches_float32(width):
 
 
 @pytest.mark.parametrize('threads', [1, 2, 4])
-@pytest.mark.parametrize('height,width,kernel_size', [(9, 6, 5), (13, 20, 3)])
+@pytest.mark.parametrize('height,width,kernel_size', [(9, 6, 5), (13, 20, 3),
+                                                      (37, 5, 7), (50, 4, 3)])
 def test_cpu_kernel_threads_are_exact(threads, height, width, kernel_size):
     """ATen's intra-op threads split the C++ kernel's rows (forward) and
-    bands of rows in two phases (backward); the results stay those of the
-    reference."""
+    bands of 16 or more rows in two phases (backward: 37 and 50 rows make
+    three and four bands, the last one partial); the results stay those of
+    the reference."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -9,7 +9,13 @@
 //   out[c, i, j] = sum_o softmax_o(logit)[o] v[c, i + dy, j + dx]
 //
 // over the offsets whose neighbour lies inside the image (the others get
-// a -inf logit, so probability 0). Tensors are (N, D, H, W) planes with
+// a -inf logit, so probability 0), where, with head h = n % heads and
+// e = D / 2 channels per half,
+//
+//   pos_row[a, i, j] = sum_{c < e} q[c, i, j] rel_h[a, h, c]
+//   pos_col[b, i, j] = sum_{c < e} q[e + c, i, j] rel_w[b, h, c]
+//
+// are computed here row by row (they never go to memory). Tensors are (N, D, H, W) planes with
 // N = batch * heads. The kernel works on one image row at a time: the row's
 // k * k logits stay in cache, so the q . k products are never written to
 // memory (the Python offset loop writes each of them), and the innermost
@@ -23,7 +29,8 @@
 // key row from the k columns that attend to each key (key_value_row)
 // rather than scattering them one offset at a time.
 //
-// Borders: keys and values are held with r zero columns on each side, and
+// Borders: the windows read keys and values from per-thread copies of
+// their rows with r zero columns on each side (WindowRows), and
 // the per-row scratch rows (logits, probabilities, logit gradients, the
 // query row) likewise, so that every offset reads a whole row and every
 // loop runs over whole rows; where a neighbour is outside the image the
@@ -127,13 +134,15 @@ inline Simd<float>::V softmax_exp(Simd<float>::V x) {
 // `radius` columns on each side (so that a row shifted by up to `radius`
 // columns is read whole); the margin is whole vectors, so that column 0 of
 // every scratch row is vector-aligned (see Scratch). `padded` is the row
-// length of the zero-padded key/value copies.
+// length of the zero-padded key/value rows of a window (WindowRows), which
+// hold a row's `dim` channels `padded` apart and window rows `window_row`
+// apart.
 struct Geometry {
   int64_t slices, dim, height, width, size, radius, plane, margin, row,
-      padded, padded_plane;
-  // Per offset o = a * size + b: where it reads in a padded plane,
-  // relative to column 0 of the window's first row, and the columns whose
-  // neighbour is inside the image, [first, last).
+      padded, window_row;
+  // Per offset o = a * size + b: where it reads in a window, relative to
+  // column 0 of the window's first row, and the columns whose neighbour is
+  // inside the image, [first, last).
   std::vector<int64_t> padded_shift, first, last;
 
   Geometry(const at::Tensor& q, int64_t kernel_size, int64_t lanes)
@@ -143,10 +152,10 @@ struct Geometry {
         margin((kernel_size / 2 + lanes - 1) / lanes * lanes),
         row((q.size(3) + lanes - 1) / lanes * lanes + 2 * margin),
         padded(q.size(3) + kernel_size - 1),
-        padded_plane(q.size(2) * (q.size(3) + kernel_size - 1)) {
+        window_row(q.size(1) * (q.size(3) + kernel_size - 1)) {
     for (int64_t o = 0; o < size * size; ++o) {
       const int64_t a = o / size, b = o % size, dx = b - radius;
-      padded_shift.push_back(a * padded + b);
+      padded_shift.push_back(a * window_row + b);
       first.push_back(std::min(width, std::max<int64_t>(0, -dx)));
       last.push_back(std::max(first.back(), std::min(width, width - dx)));
     }
@@ -177,101 +186,259 @@ struct Scratch {
   T* at(int64_t m) { return base + m * row; }
 };
 
-// Dot products over channels between one row and each window offset:
-// for the window rows a in [a0, a1) (inside the image) and the offsets
+// The zero-padded key (or value) rows that the windows of consecutive
+// query rows of one slice read, copied from the unpadded (D, H, W) plane
+// into a per-thread ring as the rows advance, so no padded copy of the
+// whole tensor is made. The ring holds R = S + 1 rows (the windows of two
+// query rows) in 2 R slots of `dim` rows of g.padded elements (r zero
+// columns on each side, never written); key row y is copied into slots
+// y % R and y % R + R, so the S + 1 rows from any window's first are
+// consecutive slots, g.window_row apart. Only rows inside the image are
+// loaded; the window loops never read the others.
+template <typename T>
+struct WindowRows {
+  const Geometry& g;
+  const int64_t ring;
+  std::vector<T> storage;
+  const T* source = nullptr;
+  int64_t next = 0;  // the next key row to copy in
+  explicit WindowRows(const Geometry& geometry)
+      : g(geometry), ring(geometry.size + 1),
+        storage(2 * ring * geometry.window_row) {}
+  // Start a run of consecutive query rows of the slice at `slice`, the
+  // first being row i.
+  void start(const T* slice, int64_t i) {
+    source = slice;
+    next = std::max<int64_t>(0, i - g.radius);
+  }
+  // The window of query rows i to i + count - 1 (count = 1 or 2; the
+  // rows after the previous call's): column 0 of its first row, which
+  // holds key row i - r.
+  const T* window(int64_t i, int64_t count) {
+    const int64_t last = std::min(g.height, i + count + g.radius);
+    for (; next < last; ++next) {
+      T* slot = storage.data() + (next % ring) * g.window_row + g.radius;
+      const T* from = source + next * g.width;
+      for (int64_t c = 0; c < g.dim; ++c) {
+        std::memcpy(slot + c * g.padded, from + c * g.plane,
+                    g.width * sizeof(T));
+        std::memcpy(slot + ring * g.window_row + c * g.padded,
+                    from + c * g.plane, g.width * sizeof(T));
+      }
+    }
+    const int64_t first = ((i - g.radius) % ring + ring) % ring;
+    return storage.data() + first * g.window_row;
+  }
+};
+
+// One or two consecutive query rows i, i + 1 of a slice, processed
+// together: the key (or value) vectors the two rows' windows share are
+// loaded once for both. The group's window is row i's (WindowRows); row
+// i + m's window row a is the group's window row e = a + m. Row i + m's
+// window rows inside the image are [a0[m], a1[m]).
+struct RowGroup {
+  int64_t count, a0[2] = {0, 0}, a1[2] = {0, 0}, e0, e1;
+  RowGroup(const Geometry& g, int64_t i, int64_t rows) : count(rows) {
+    e0 = g.size;
+    e1 = 0;
+    for (int64_t m = 0; m < count; ++m) {
+      a0[m] = g.first_row(i + m);
+      a1[m] = g.last_row(i + m);
+      e0 = std::min(e0, a0[m] + m);
+      e1 = std::max(e1, a1[m] + m);
+    }
+  }
+  bool uses(int64_t m, int64_t e) const {
+    return m < count && e - m >= a0[m] && e - m < a1[m];
+  }
+};
+
+// Dot products over channels between the rows of a group and each window
+// offset: for row m, its window rows a (inside the image), the offsets
 // o = a * S + b of row a, and columns x in [0, W),
 //
-//   dot[o, x] = init(o, x) + sum_c row[c * plane + x]
-//                                  window[c * padded_plane + a * padded + b + x]
+//   dot[m, o, x] = init(m, a, b, x) + sum_c rows[m][c * plane + x]
+//                  window[(a + m) * window_row + c * padded + b + x]
 //
-// handed to finish(o, x, dot). This gives the logits (row = queries,
-// window = padded keys) and the logit gradients (row = output gradient,
+// handed to finish(m, a, b, x, dot) (a and b are given, not o, so that
+// no call divides by a size known only at run time). This gives the logits (rows = queries,
+// window = padded keys) and the logit gradients (rows = output gradient,
 // window = padded values). With the window size S fixed at compile time,
-// a vector of `row` is loaded once per channel for the S offsets of a
-// window row, whose sums stay in registers; window_dots_any is the same
-// for any size, one offset at a time.
-template <typename T, int S, typename Init, typename Finish>
-void window_dots_fixed(const Geometry& g, const T* row, const T* window,
-                       int64_t a0, int64_t a1, const Init& init,
-                       const Finish& finish) {
-  for (int64_t a = a0; a < a1; ++a) {
-    const T* window_a = window + a * g.padded;
-    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
-      using Vec = decltype(simd);
-      typename Vec::V dot[S];
-      for (int b = 0; b < S; ++b) dot[b] = init(a * S + b, x, simd);
-      for (int64_t c = 0; c < g.dim; ++c) {
-        const auto value = Vec::load(row + c * g.plane + x);
-        const T* at = window_a + c * g.padded_plane + x;
-        for (int b = 0; b < S; ++b) dot[b] += value * Vec::load(at + b);
+// a vector of each row is loaded once per channel for the S offsets of a
+// window row, whose sums stay in registers, and each window vector once
+// for both rows; window_dots_any is the same for any size, one row and
+// one offset at a time.
+template <typename T, int S, bool U0, bool U1, typename Init,
+          typename Finish>
+void window_row_dots(const Geometry& g, const T* const* rows,
+                     const T* window_e, int64_t e, const Init& init,
+                     const Finish& finish) {
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    typename Vec::V dot0[S], dot1[S];
+    for (int b = 0; b < S; ++b) {
+      if constexpr (U0) dot0[b] = init(0, e, b, x, simd);
+      if constexpr (U1) dot1[b] = init(1, e - 1, b, x, simd);
+    }
+    for (int64_t c = 0; c < g.dim; ++c) {
+      const T* at = window_e + c * g.padded + x;
+      if constexpr (U0 && U1) {
+        const auto value0 = Vec::load(rows[0] + c * g.plane + x);
+        const auto value1 = Vec::load(rows[1] + c * g.plane + x);
+        for (int b = 0; b < S; ++b) {
+          const auto key = Vec::load(at + b);
+          dot0[b] += value0 * key;
+          dot1[b] += value1 * key;
+        }
+      } else {
+        const auto value = Vec::load(rows[U0 ? 0 : 1] + c * g.plane + x);
+        for (int b = 0; b < S; ++b)
+          (U0 ? dot0 : dot1)[b] += value * Vec::load(at + b);
       }
-      for (int b = 0; b < S; ++b) finish(a * S + b, x, dot[b], simd);
-    });
+    }
+    for (int b = 0; b < S; ++b) {
+      if constexpr (U0) finish(0, e, b, x, dot0[b], simd);
+      if constexpr (U1) finish(1, e - 1, b, x, dot1[b], simd);
+    }
+  });
+}
+
+template <typename T, int S, typename Init, typename Finish>
+void window_dots_fixed(const Geometry& g, const RowGroup& group,
+                       const T* const* rows, const T* window,
+                       const Init& init, const Finish& finish) {
+  for (int64_t e = group.e0; e < group.e1; ++e) {
+    const T* window_e = window + e * g.window_row;
+    const bool use0 = group.uses(0, e), use1 = group.uses(1, e);
+    if (use0 && use1)
+      window_row_dots<T, S, true, true>(g, rows, window_e, e, init, finish);
+    else if (use0)
+      window_row_dots<T, S, true, false>(g, rows, window_e, e, init,
+                                         finish);
+    else if (use1)
+      window_row_dots<T, S, false, true>(g, rows, window_e, e, init,
+                                         finish);
   }
 }
 
 template <typename T, typename Init, typename Finish>
-void window_dots_any(const Geometry& g, const T* row, const T* window,
-                     int64_t a0, int64_t a1, const Init& init,
-                     const Finish& finish) {
+void window_dots_any(const Geometry& g, int64_t m, const T* row,
+                     const T* window, int64_t a0, int64_t a1,
+                     const Init& init, const Finish& finish) {
   for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
     const T* window_o = window + g.padded_shift[o];
+    const int64_t a = o / g.size, b = o % g.size;
     for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
       using Vec = decltype(simd);
-      auto dot = init(o, x, simd);
+      auto dot = init(m, a, b, x, simd);
       for (int64_t c = 0; c < g.dim; ++c)
         dot += Vec::load(row + c * g.plane + x) *
-               Vec::load(window_o + c * g.padded_plane + x);
-      finish(o, x, dot, simd);
+               Vec::load(window_o + c * g.padded + x);
+      finish(m, a, b, x, dot, simd);
     });
   }
 }
 
 template <typename T, typename Init, typename Finish>
-void window_dots(const Geometry& g, const T* row, const T* window,
-                 int64_t a0, int64_t a1, const Init& init,
+void window_dots(const Geometry& g, const RowGroup& group,
+                 const T* const* rows, const T* window, const Init& init,
                  const Finish& finish) {
   switch (g.size) {
     case 3:
-      return window_dots_fixed<T, 3>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 3>(g, group, rows, window, init, finish);
     case 5:
-      return window_dots_fixed<T, 5>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 5>(g, group, rows, window, init, finish);
     case 7:
-      return window_dots_fixed<T, 7>(g, row, window, a0, a1, init, finish);
+      return window_dots_fixed<T, 7>(g, group, rows, window, init, finish);
     default:
-      return window_dots_any<T>(g, row, window, a0, a1, init, finish);
+      for (int64_t m = 0; m < group.count; ++m)
+        window_dots_any<T>(g, m, rows[m], window + m * g.window_row,
+                           group.a0[m], group.a1[m], init, finish);
   }
 }
 
-// Weighted sums over the window, for every channel c and column x:
+// Weighted sums over the window, for every row m of a group, channel c
+// and column x:
 //
-//   result[c * plane + x] = sum_o w[o * row + x]
-//                          window[c * padded_plane + padded_shift[o] + x]
+//   result[m][c * plane + x] = sum_o w[m][o * row + x]
+//       window[m * window_row + c * padded + padded_shift[o] + x]
 //
-// over the offsets of window rows [a0, a1), divided by divisor[x] when
-// given: the output (w = probabilities, window = padded values) and the
-// query gradient (w = logit gradients, window = padded keys). With S fixed
-// the S weights of a window row stay in registers over all channels.
+// over the offsets of row m's window rows inside the image, divided by
+// divisor[m][x] when given: the output (w = probabilities, window = padded
+// values) and the query gradient (w = logit gradients, window = padded
+// keys). With S fixed the S weights of a window row stay in registers
+// over all channels, and each window vector is loaded once for both rows.
+template <typename T, int S, bool U0, bool U1, typename Vec>
+inline void window_row_sums(const Geometry& g, const RowGroup& group,
+                            const T* const* w, const T* window_e, int64_t e,
+                            int64_t x, T* const* result,
+                            const T* const* divisor) {
+  typename Vec::V weight0[S], weight1[S];
+  bool first0 = false, last0 = false, first1 = false, last1 = false;
+  if constexpr (U0) {
+    for (int b = 0; b < S; ++b)
+      weight0[b] = Vec::load(w[0] + (e * S + b) * g.row + x);
+    first0 = e == group.a0[0];
+    last0 = e + 1 == group.a1[0] && divisor[0];
+  }
+  if constexpr (U1) {
+    for (int b = 0; b < S; ++b)
+      weight1[b] = Vec::load(w[1] + ((e - 1) * S + b) * g.row + x);
+    first1 = e - 1 == group.a0[1];
+    last1 = e == group.a1[1] && divisor[1];
+  }
+  for (int64_t c = 0; c < g.dim; ++c) {
+    const T* at = window_e + c * g.padded;
+    typename Vec::V sum0, sum1;
+    if constexpr (U0 && U1) {
+      auto value = Vec::load(at);
+      sum0 = weight0[0] * value;
+      sum1 = weight1[0] * value;
+      for (int b = 1; b < S; ++b) {
+        value = Vec::load(at + b);
+        sum0 += weight0[b] * value;
+        sum1 += weight1[b] * value;
+      }
+    } else if constexpr (U0) {
+      sum0 = weight0[0] * Vec::load(at);
+      for (int b = 1; b < S; ++b) sum0 += weight0[b] * Vec::load(at + b);
+    } else {
+      sum1 = weight1[0] * Vec::load(at);
+      for (int b = 1; b < S; ++b) sum1 += weight1[b] * Vec::load(at + b);
+    }
+    if constexpr (U0) {
+      T* out = result[0] + c * g.plane + x;
+      if (!first0) sum0 = Vec::load(out) + sum0;
+      if (last0) sum0 /= Vec::load(divisor[0] + x);
+      Vec::store(out, sum0);
+    }
+    if constexpr (U1) {
+      T* out = result[1] + c * g.plane + x;
+      if (!first1) sum1 = Vec::load(out) + sum1;
+      if (last1) sum1 /= Vec::load(divisor[1] + x);
+      Vec::store(out, sum1);
+    }
+  }
+}
+
 template <typename T, int S>
-void window_sums_fixed(const Geometry& g, const T* w, const T* window,
-                       int64_t a0, int64_t a1, T* result,
-                       const T* divisor) {
+void window_sums_fixed(const Geometry& g, const RowGroup& group,
+                       const T* const* w, const T* window, T* const* result,
+                       const T* const* divisor) {
   for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
     using Vec = decltype(simd);
-    for (int64_t a = a0; a < a1; ++a) {
-      typename Vec::V weight[S];
-      for (int b = 0; b < S; ++b)
-        weight[b] = Vec::load(w + (a * S + b) * g.row + x);
-      const T* window_a = window + a * g.padded + x;
-      for (int64_t c = 0; c < g.dim; ++c) {
-        const T* at = window_a + c * g.padded_plane;
-        auto sum = weight[0] * Vec::load(at);
-        for (int b = 1; b < S; ++b) sum += weight[b] * Vec::load(at + b);
-        T* out = result + c * g.plane + x;
-        if (a > a0) sum = Vec::load(out) + sum;
-        if (a + 1 == a1 && divisor) sum /= Vec::load(divisor + x);
-        Vec::store(out, sum);
-      }
+    for (int64_t e = group.e0; e < group.e1; ++e) {
+      const T* window_e = window + e * g.window_row + x;
+      const bool use0 = group.uses(0, e), use1 = group.uses(1, e);
+      if (use0 && use1)
+        window_row_sums<T, S, true, true, Vec>(g, group, w, window_e, e, x,
+                                               result, divisor);
+      else if (use0)
+        window_row_sums<T, S, true, false, Vec>(g, group, w, window_e, e, x,
+                                                result, divisor);
+      else if (use1)
+        window_row_sums<T, S, false, true, Vec>(g, group, w, window_e, e, x,
+                                                result, divisor);
     }
   });
 }
@@ -281,7 +448,7 @@ void window_sums_any(const Geometry& g, const T* w, const T* window,
                      int64_t a0, int64_t a1, T* result, const T* divisor) {
   const int64_t* shift = g.padded_shift.data();
   for (int64_t c = 0; c < g.dim; ++c) {
-    const T* window_c = window + c * g.padded_plane;
+    const T* window_c = window + c * g.padded;
     for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
       using Vec = decltype(simd);
       typename Vec::V sum = Vec::fill(0);
@@ -295,88 +462,167 @@ void window_sums_any(const Geometry& g, const T* w, const T* window,
 }
 
 template <typename T>
-void window_sums(const Geometry& g, const T* w, const T* window, int64_t a0,
-                 int64_t a1, T* result, const T* divisor) {
+void window_sums(const Geometry& g, const RowGroup& group, const T* const* w,
+                 const T* window, T* const* result,
+                 const T* const* divisor) {
   switch (g.size) {
     case 3:
-      return window_sums_fixed<T, 3>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 3>(g, group, w, window, result, divisor);
     case 5:
-      return window_sums_fixed<T, 5>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 5>(g, group, w, window, result, divisor);
     case 7:
-      return window_sums_fixed<T, 7>(g, w, window, a0, a1, result, divisor);
+      return window_sums_fixed<T, 7>(g, group, w, window, result, divisor);
     default:
-      return window_sums_any<T>(g, w, window, a0, a1, result, divisor);
+      for (int64_t m = 0; m < group.count; ++m)
+        window_sums_any<T>(g, w[m], window + m * g.window_row, group.a0[m],
+                           group.a1[m], result[m], divisor[m]);
   }
 }
 
-// Row i's logits of one slice, logits[o * row + j], for the window rows
-// inside the image; -inf where column j's neighbour is outside. `k` is the
-// slice's padded keys.
+// The offset embeddings (k, heads, D / 2) of both axes.
 template <typename T>
-void row_logits(const Geometry& g, const T* q, const T* k, const T* pos_row,
-                const T* pos_col, int64_t i, T* logits) {
+struct Tables {
+  const T* rel_h;
+  const T* rel_w;
+  int64_t heads;
+};
+
+// One query row's positional logits for one axis: pos[a * row + x] =
+// sum_{c < D/2} row[(first + c) * plane + x] table[a, h, c], for the k
+// offsets a (`first`: 0 for rows, D / 2 for columns). With S fixed the S
+// sums stay in registers and each query vector is loaded once.
+template <typename T, int S>
+void positional_row_fixed(const Geometry& g, const T* row, const T* table,
+                          int64_t heads, int64_t h, int64_t first, T* pos) {
+  const int64_t half = g.dim / 2, stride = heads * half;
+  const T* weight = table + h * half;
+  for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+    using Vec = decltype(simd);
+    typename Vec::V sum[S];
+    for (int a = 0; a < S; ++a) sum[a] = Vec::fill(0);
+    for (int64_t c = 0; c < half; ++c) {
+      const auto value = Vec::load(row + (first + c) * g.plane + x);
+      for (int a = 0; a < S; ++a) sum[a] += value * weight[a * stride + c];
+    }
+    for (int a = 0; a < S; ++a) Vec::store(pos + a * g.row + x, sum[a]);
+  });
+}
+
+template <typename T>
+void positional_row(const Geometry& g, const T* row, const T* table,
+                    int64_t heads, int64_t h, int64_t first, T* pos) {
+  switch (g.size) {
+    case 3:
+      return positional_row_fixed<T, 3>(g, row, table, heads, h, first, pos);
+    case 5:
+      return positional_row_fixed<T, 5>(g, row, table, heads, h, first, pos);
+    case 7:
+      return positional_row_fixed<T, 7>(g, row, table, heads, h, first, pos);
+  }
+  const int64_t half = g.dim / 2;
+  for (int64_t a = 0; a < g.size; ++a) {
+    const T* weight = table + (a * heads + h) * half;
+    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+      using Vec = decltype(simd);
+      typename Vec::V sum = Vec::fill(0);
+      for (int64_t c = 0; c < half; ++c)
+        sum += Vec::load(row + (first + c) * g.plane + x) * weight[c];
+      Vec::store(pos + a * g.row + x, sum);
+    });
+  }
+}
+
+// The logits of a group's rows i + m of slice n, logits[m][o * row + j],
+// for the window rows inside the image; -inf where column j's neighbour is
+// outside. `q` is the slice's queries, `keys` the group's window of padded
+// keys (WindowRows), `pos` 4 k scratch rows for the positional logits.
+template <typename T>
+void group_logits(const Geometry& g, const RowGroup& group, const T* q,
+                  const T* keys, const Tables<T>& tables, int64_t n,
+                  int64_t i, T* pos, T* const* logits) {
   const T masked = -std::numeric_limits<T>::infinity();
-  const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
-  const T* pr = pos_row + i * g.width;
-  const T* pc = pos_col + i * g.width;
+  const T* rows[2] = {q + i * g.width,
+                      group.count == 2 ? q + (i + 1) * g.width : nullptr};
+  const int64_t h = n % tables.heads, half = g.dim / 2;
+  for (int64_t m = 0; m < group.count; ++m) {
+    T* pos_m = pos + 2 * m * g.size * g.row;
+    positional_row(g, rows[m], tables.rel_h, tables.heads, h, 0, pos_m);
+    positional_row(g, rows[m], tables.rel_w, tables.heads, h, half,
+                   pos_m + g.size * g.row);
+  }
   window_dots<T>(
-      g, q + i * g.width, k + (i - g.radius) * g.padded, a0, a1,
-      [&](int64_t o, int64_t x, auto simd) {
+      g, group, rows, keys,
+      [&](int64_t m, int64_t a, int64_t b, int64_t x, auto simd) {
         using Vec = decltype(simd);
-        return Vec::load(pr + (o / g.size) * g.plane + x) +
-               Vec::load(pc + (o % g.size) * g.plane + x);
+        const T* pos_m = pos + 2 * m * g.size * g.row + x;
+        return Vec::load(pos_m + a * g.row) +
+               Vec::load(pos_m + (g.size + b) * g.row);
       },
-      [&](int64_t o, int64_t x, auto dot, auto simd) {
-        decltype(simd)::store(logits + o * g.row + x, dot);
+      [&](int64_t m, int64_t a, int64_t b, int64_t x, auto dot, auto simd) {
+        decltype(simd)::store(logits[m] + (a * g.size + b) * g.row + x,
+                              dot);
       });
-  for (int64_t o = a0 * g.size; o < a1 * g.size; ++o) {
-    T* out = logits + o * g.row;
-    std::fill(out, out + g.first[o], masked);
-    std::fill(out + g.last[o], out + g.width, masked);
+  for (int64_t m = 0; m < group.count; ++m) {
+    for (int64_t o = group.a0[m] * g.size; o < group.a1[m] * g.size; ++o) {
+      T* out = logits[m] + o * g.row;
+      std::fill(out, out + g.first[o], masked);
+      std::fill(out + g.last[o], out + g.width, masked);
+    }
   }
 }
 
 template <typename T>
-void forward_kernel(const Geometry& g, const T* q, const T* k_padded,
-                    const T* v_padded, const T* pr, const T* pc, T* out,
-                    T* lse) {
+void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v,
+                    const Tables<T>& tables, T* out, T* lse) {
   const int64_t window = g.size * g.size;
   const int64_t grain =
-      std::max<int64_t>(1, 4096 / (g.dim * g.width * window + 1));
+      std::max<int64_t>(2, 4096 / (g.dim * g.width * window + 1));
   at::parallel_for(0, g.slices * g.height, grain, [&](int64_t begin,
                                                       int64_t end) {
-    Scratch<T> logits(g, window), total(g, 1);
-    T* L = logits.at(0);
-    for (int64_t r = begin; r < end; ++r) {
+    Scratch<T> logits(g, 2 * window), total(g, 2), pos(g, 4 * g.size);
+    WindowRows<T> keys(g), values(g);
+    T* L[2] = {logits.at(0), logits.at(window)};
+    int64_t count = 1;
+    for (int64_t r = begin; r < end; r += count) {
       const int64_t n = r / g.height, i = r % g.height;
-      const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-      const int64_t keys = n * g.dim * g.padded_plane;
-      row_logits(g, q + slice, k_padded + keys, pr + table, pc + table, i,
-                 L);
-      const int64_t o0 = g.first_row(i) * g.size, o1 = g.last_row(i) * g.size;
-      T* lse_row = lse + n * g.plane + i * g.width;
-      // Softmax over the window; the centre is always inside the image.
+      count = r + 1 < end && i + 1 < g.height ? 2 : 1;
+      const int64_t slice = n * g.dim * g.plane;
+      if (r == begin || i == 0) {
+        keys.start(k + slice, i);
+        values.start(v + slice, i);
+      }
+      const RowGroup group(g, i, count);
+      group_logits(g, group, q + slice, keys.window(i, count), tables, n, i,
+                   pos.at(0), L);
+      // Softmax over each row's window; the centre is always inside.
       const int64_t centre = g.radius * g.size + g.radius;
-      for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-        using S = decltype(simd);
-        typename S::V peak = S::load(L + centre * g.row + j);
-        for (int64_t o = o0; o < o1; ++o) {
-          const auto x = S::load(L + o * g.row + j);
-          peak = x > peak ? x : peak;
-        }
-        typename S::V sum = S::fill(0);
-        for (int64_t o = o0; o < o1; ++o) {
-          const auto p = softmax_exp(S::load(L + o * g.row + j) - peak);
-          S::store(L + o * g.row + j, p);
-          sum += p;
-        }
-        S::store(total.at(0) + j, sum);
-        for (int64_t l = 0; l < S::lanes; ++l)
-          lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
-      });
-      window_sums<T>(g, L, v_padded + keys + (i - g.radius) * g.padded,
-                     g.first_row(i), g.last_row(i),
-                     out + slice + i * g.width, total.at(0));
+      for (int64_t m = 0; m < count; ++m) {
+        const int64_t o0 = group.a0[m] * g.size, o1 = group.a1[m] * g.size;
+        T* lse_row = lse + n * g.plane + (i + m) * g.width;
+        T* Lm = L[m];
+        T* sums = total.at(m);
+        for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+          using S = decltype(simd);
+          typename S::V peak = S::load(Lm + centre * g.row + j);
+          for (int64_t o = o0; o < o1; ++o) {
+            const auto x = S::load(Lm + o * g.row + j);
+            peak = x > peak ? x : peak;
+          }
+          typename S::V sum = S::fill(0);
+          for (int64_t o = o0; o < o1; ++o) {
+            const auto p = softmax_exp(S::load(Lm + o * g.row + j) - peak);
+            S::store(Lm + o * g.row + j, p);
+            sum += p;
+          }
+          S::store(sums + j, sum);
+          for (int64_t l = 0; l < S::lanes; ++l)
+            lse_row[j + l] = S::lane(peak, l) + std::log(S::lane(sum, l));
+        });
+      }
+      T* result[2] = {out + slice + i * g.width,
+                      count == 2 ? out + slice + (i + 1) * g.width : nullptr};
+      const T* divisor[2] = {total.at(0), total.at(1)};
+      window_sums<T>(g, group, L, values.window(i, count), result, divisor);
     }
   });
 }
@@ -467,83 +713,157 @@ void key_value_row(const Geometry& g, const T* gl, const T* p, const T* qs,
   }
 }
 
-// Gradients; `k` and `v` are padded, `gk` and `gv` not. All but grad_q
-// (overwritten) are zeroed by the caller, and null means "not needed".
+// Gradients, all written here (the caller allocates them uninitialised);
+// null means "not needed".
 template <typename T>
 void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
-                     const T* v, const T* pr, const T* pc, const T* out,
+                     const T* v, const Tables<T>& tables, const T* out,
                      const T* lse, T* gq, T* gk, T* gv, T* gpr, T* gpc) {
   const int64_t window = g.size * g.size;
   const bool need_logits = gq || gk || gpr;
   // The rows of a slice form bands of `band` >= 2r rows. A band's key and
   // value gradients land on its rows and r rows on either side, so bands of
   // one parity never write the same rows: the even bands of every slice
-  // run in parallel, then the odd ones.
-  const int64_t band = std::max<int64_t>(2 * g.radius, 1);
+  // run in parallel, then the odd ones. Before accumulating, even band t
+  // zeroes the key and value gradient rows from its first row minus r up
+  // to that of even band t + 1 (the last one: to the bottom), which covers
+  // every row once and every row the odd bands write. A band reads r key
+  // and value rows above and below it; bands of at least 16 rows keep
+  // that re-reading small, and the bands do not depend on the thread
+  // count, so neither do the results.
+  const int64_t band = std::max<int64_t>(2 * g.radius, 16);
   const int64_t bands = (g.height + band - 1) / band;
   const int64_t per_phase = (bands + 1) / 2;
+  const int64_t dim = g.dim, plane = g.plane, width = g.width;
+  auto zero_rows = [&](T* grad, int64_t n, int64_t t) {
+    if (!grad) return;
+    const int64_t y0 = std::max<int64_t>(0, 2 * t * band - g.radius);
+    const int64_t y1 = t + 1 == per_phase
+                           ? g.height
+                           : std::min(g.height, 2 * (t + 1) * band - g.radius);
+    for (int64_t c = 0; c < dim && y1 > y0; ++c)
+      std::fill_n(grad + (n * dim + c) * plane + y0 * width,
+                  (y1 - y0) * width, T(0));
+  };
   for (int64_t phase = 0; phase < 2; ++phase) {
     at::parallel_for(0, g.slices * per_phase, 1, [&](int64_t begin,
                                                      int64_t end) {
-      Scratch<T> probs(g, window), grad_logits(g, window), row_term(g, 1),
-          q_rows(g, g.dim), go_rows(g, g.dim);
-      T* P = probs.at(0);
-      T* GL = grad_logits.at(0);
+      Scratch<T> probs(g, 2 * window), grad_logits(g, 2 * window),
+          row_term(g, 2), q_rows(g, g.dim), go_rows(g, g.dim),
+          pos(g, 4 * g.size);
+      WindowRows<T> keys(g), values(g);
+      T* P[2] = {probs.at(0), probs.at(window)};
+      T* GL[2] = {grad_logits.at(0), grad_logits.at(window)};
       T* QS = q_rows.at(0);
       T* GOS = go_rows.at(0);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / per_phase;
         const int64_t first = (2 * (task % per_phase) + phase) * band;
+        const int64_t stop = std::min(first + band, g.height);
         const int64_t slice = n * g.dim * g.plane, table = n * g.size * g.plane;
-        const int64_t keys = n * g.dim * g.padded_plane;
-        for (int64_t i = first; i < std::min(first + band, g.height); ++i) {
-          row_logits(g, q + slice, k + keys, pr + table, pc + table, i, P);
-          const int64_t a0 = g.first_row(i), a1 = g.last_row(i);
-          const int64_t o0 = a0 * g.size, o1 = a1 * g.size;
-          const int64_t at_row = slice + i * g.width;
-          const int64_t at_window = keys + (i - g.radius) * g.padded;
-          const T* lse_row = lse + n * g.plane + i * g.width;
-          for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
-            using S = decltype(simd);
-            const auto m = S::load(lse_row + j);
-            for (int64_t o = o0; o < o1; ++o)
-              S::store(P + o * g.row + j,
-                       softmax_exp(S::load(P + o * g.row + j) - m));
-          });
-          if (need_logits) {
-            // d loss / d logit[o] = p[o] (g . v_o - g . out)
+        if (phase == 0) {
+          zero_rows(gk, n, task % per_phase);
+          zero_rows(gv, n, task % per_phase);
+        }
+        keys.start(k + slice, first);
+        values.start(v + slice, first);
+        int64_t count = 1;
+        for (int64_t i = first; i < stop; i += count) {
+          count = i + 1 < stop ? 2 : 1;
+          const RowGroup group(g, i, count);
+          const T* key_window = keys.window(i, count);
+          group_logits(g, group, q + slice, key_window, tables, n, i,
+                       pos.at(0), P);
+          for (int64_t m = 0; m < count; ++m) {
+            const int64_t o0 = group.a0[m] * g.size;
+            const int64_t o1 = group.a1[m] * g.size;
+            const T* lse_row = lse + n * g.plane + (i + m) * g.width;
+            T* Pm = P[m];
             for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
               using S = decltype(simd);
-              typename S::V sum = S::fill(0);
-              for (int64_t c = 0; c < g.dim; ++c)
-                sum += S::load(go + at_row + c * g.plane + j) *
-                       S::load(out + at_row + c * g.plane + j);
-              S::store(row_term.at(0) + j, sum);
+              const auto top = S::load(lse_row + j);
+              for (int64_t o = o0; o < o1; ++o)
+                S::store(Pm + o * g.row + j,
+                         softmax_exp(S::load(Pm + o * g.row + j) - top));
             });
-            const T* term = row_term.at(0);
-            T* rows = gpr ? gpr + table + i * g.width : nullptr;
-            T* cols = gpc ? gpc + table + i * g.width : nullptr;
-            window_dots<T>(
-                g, go + at_row, v + at_window, a0, a1,
-                [&](int64_t, int64_t x, auto simd) {
-                  return -decltype(simd)::load(term + x);
-                },
-                [&](int64_t o, int64_t x, auto dot, auto simd) {
-                  using Vec = decltype(simd);
-                  const auto gl = Vec::load(P + o * g.row + x) * dot;
-                  Vec::store(GL + o * g.row + x, gl);
-                  if (rows) {
-                    T* r = rows + (o / g.size) * g.plane + x;
-                    T* c = cols + (o % g.size) * g.plane + x;
-                    Vec::store(r, Vec::load(r) + gl);
-                    Vec::store(c, Vec::load(c) + gl);
-                  }
-                });
           }
-          if (gq)
-            window_sums<T>(g, GL, k + at_window, a0, a1, gq + at_row,
-                           static_cast<const T*>(nullptr));
-          if (gk || gv) {
+          const T* go_row[2] = {
+              go + slice + i * g.width,
+              count == 2 ? go + slice + (i + 1) * g.width : nullptr};
+          if (need_logits) {
+            // d loss / d logit[o] = p[o] (g . v_o - g . out)
+            for (int64_t m = 0; m < count; ++m) {
+              const int64_t at_row = slice + (i + m) * g.width;
+              T* term = row_term.at(m);
+              for_vectors<T>(0, g.width, [&](int64_t j, auto simd) {
+                using S = decltype(simd);
+                typename S::V sum = S::fill(0);
+                for (int64_t c = 0; c < g.dim; ++c)
+                  sum += S::load(go + at_row + c * g.plane + j) *
+                         S::load(out + at_row + c * g.plane + j);
+                S::store(term + j, sum);
+              });
+            }
+            // The positional logit gradients of row i + m (rows and
+            // columns of the window summed) go to 2 k scratch rows, the
+            // positional logits' (no longer needed).
+            for (int64_t row = 0; row < 4 * g.size; ++row)
+              std::fill_n(pos.at(row), g.width, T(0));
+            window_dots<T>(
+                g, group, go_row, values.window(i, count),
+                [&](int64_t m, int64_t, int64_t, int64_t x, auto simd) {
+                  return -decltype(simd)::load(row_term.at(m) + x);
+                },
+                [&](int64_t m, int64_t a, int64_t b, int64_t x, auto dot,
+                    auto simd) {
+                  using Vec = decltype(simd);
+                  const int64_t o = (a * g.size + b) * g.row + x;
+                  const auto gl = Vec::load(P[m] + o) * dot;
+                  Vec::store(GL[m] + o, gl);
+                  T* r = pos.at((2 * m) * g.size + a) + x;
+                  T* c = pos.at((2 * m + 1) * g.size + b) + x;
+                  Vec::store(r, Vec::load(r) + gl);
+                  Vec::store(c, Vec::load(c) + gl);
+                });
+            for (int64_t m = 0; gpr && m < count; ++m) {
+              for (int64_t a = 0; a < g.size; ++a) {
+                const int64_t at = table + a * g.plane + (i + m) * g.width;
+                std::memcpy(gpr + at, pos.at(2 * m * g.size + a),
+                            g.width * sizeof(T));
+                std::memcpy(gpc + at, pos.at((2 * m + 1) * g.size + a),
+                            g.width * sizeof(T));
+              }
+            }
+          }
+          if (gq) {
+            T* result[2] = {
+                gq + slice + i * g.width,
+                count == 2 ? gq + slice + (i + 1) * g.width : nullptr};
+            const T* divisor[2] = {nullptr, nullptr};
+            window_sums<T>(g, group, GL, key_window, result, divisor);
+            // The positional part: the first half of the channels met
+            // rel_h, the second rel_w.
+            const int64_t h = n % tables.heads, half = g.dim / 2;
+            for (int64_t m = 0; m < count; ++m) {
+              for (int64_t c = 0; c < g.dim; ++c) {
+                const bool rows = c < half;
+                const T* table_c = (rows ? tables.rel_h : tables.rel_w) +
+                                   h * half + (rows ? c : c - half);
+                const T* grad_pos = pos.at((2 * m + (rows ? 0 : 1)) * g.size);
+                T* gq_c = result[m] + c * g.plane;
+                for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+                  using Vec = decltype(simd);
+                  auto sum = Vec::load(gq_c + x);
+                  for (int64_t a = 0; a < g.size; ++a)
+                    sum += Vec::load(grad_pos + a * g.row + x) *
+                           table_c[a * tables.heads * half];
+                  Vec::store(gq_c + x, sum);
+                });
+              }
+            }
+          }
+          for (int64_t m = 0; (gk || gv) && m < count; ++m) {
+            const int64_t at_row = slice + (i + m) * g.width;
             for (int64_t c = 0; c < g.dim; ++c) {
               if (gk)
                 std::memcpy(QS + c * g.row, q + at_row + c * g.plane,
@@ -552,10 +872,10 @@ void backward_kernel(const Geometry& g, const T* go, const T* q, const T* k,
                 std::memcpy(GOS + c * g.row, go + at_row + c * g.plane,
                             g.width * sizeof(T));
             }
-            for (int64_t a = g.first_row(i); a < g.last_row(i); ++a) {
-              const int64_t at_key = slice + (i + a - g.radius) * g.width;
-              key_value_row(g, GL + a * g.size * g.row,
-                            P + a * g.size * g.row, QS, GOS,
+            for (int64_t a = group.a0[m]; a < group.a1[m]; ++a) {
+              const int64_t at_key = slice + (i + m + a - g.radius) * g.width;
+              key_value_row(g, GL[m] + a * g.size * g.row,
+                            P[m] + a * g.size * g.row, QS, GOS,
                             gk ? gk + at_key : nullptr,
                             gv ? gv + at_key : nullptr);
             }
@@ -575,6 +895,20 @@ void check_inputs(const std::vector<at::Tensor>& tensors, int64_t dim) {
   }
 }
 
+// rel_h and rel_w: (k, heads, D / 2) for q of (N, D, H, W), N a multiple
+// of heads.
+void check_tables(const at::Tensor& q, const at::Tensor& rel_h,
+                  const at::Tensor& rel_w) {
+  TORCH_CHECK(rel_h.device().is_cpu() && rel_h.dim() == 3 &&
+                  rel_h.sizes() == rel_w.sizes() &&
+                  rel_h.scalar_type() == q.scalar_type() &&
+                  rel_w.scalar_type() == q.scalar_type() &&
+                  rel_h.size(1) > 0 && q.size(0) % rel_h.size(1) == 0 &&
+                  2 * rel_h.size(2) == q.size(1),
+              "sasa_cpu: expects rel_h and rel_w of shape (k, heads, D / 2) "
+              "in q's dtype");
+}
+
 // How the kernel holds a tensor: float64 stays, every other float type is
 // computed in float32.
 at::Tensor compute(const at::Tensor& t) {
@@ -583,82 +917,83 @@ at::Tensor compute(const at::Tensor& t) {
   return t.to(type).contiguous();
 }
 
-// (N, D, H, W) -> (N, D, H, W + 2 radius) with zero side columns.
-at::Tensor pad_columns(const at::Tensor& t, int64_t radius) {
-  return at::constant_pad_nd(t, {radius, radius}).contiguous();
-}
-
 int64_t lanes_of(const at::Tensor& t) {
   return kVectorBytes / at::elementSize(t.scalar_type());
 }
 
 }  // namespace
 
-// q, k, v: (N, D, H, W); pos_row, pos_col: (N, k, H, W).
+// q, k, v: (N, D, H, W) with N = batch * heads; rel_h, rel_w: the offset
+// embeddings (k, heads, D / 2).
 // Returns out (N, D, H, W) and the log-sum-exp (N, H, W) in q's dtype.
 std::vector<at::Tensor> sasa_forward(const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v,
-                                     const at::Tensor& pos_row,
-                                     const at::Tensor& pos_col) {
-  check_inputs({q, k, v, pos_row, pos_col}, 4);
-  auto q_c = compute(q), pr = compute(pos_row), pc = compute(pos_col);
+                                     const at::Tensor& rel_h,
+                                     const at::Tensor& rel_w) {
+  check_inputs({q, k, v}, 4);
+  check_tables(q, rel_h, rel_w);
+  auto q_c = compute(q), th = compute(rel_h), tw = compute(rel_w);
   auto out = at::empty_like(q_c);
   auto lse = at::empty({q.size(0), q.size(2), q.size(3)}, q_c.options());
   if (q.numel() > 0) {
-    const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
-    auto k_p = pad_columns(compute(k), g.radius),
-         v_p = pad_columns(compute(v), g.radius);
+    const Geometry g(q_c, rel_h.size(0), lanes_of(q_c));
+    auto k_c = compute(k), v_c = compute(v);
     AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_forward", [&] {
+      const Tables<scalar_t> tables{th.data_ptr<scalar_t>(),
+                                    tw.data_ptr<scalar_t>(), rel_h.size(1)};
       forward_kernel<scalar_t>(
-          g, q_c.data_ptr<scalar_t>(), k_p.data_ptr<scalar_t>(),
-          v_p.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(),
-          pc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+          g, q_c.data_ptr<scalar_t>(), k_c.data_ptr<scalar_t>(),
+          v_c.data_ptr<scalar_t>(), tables, out.data_ptr<scalar_t>(),
           lse.data_ptr<scalar_t>());
     });
   }
   return {out.to(q.scalar_type()), lse.to(q.scalar_type())};
 }
 
-// Gradients for q, k, v, pos_row and pos_col, in float32 for half and
-// bfloat16 inputs (q's dtype otherwise); an entry whose flag is false is
-// an empty tensor.
+// Gradients for q, k, v and the positional logits pos_row and pos_col
+// (N, k, H, W; for the offset embeddings' gradients), in float32 for half
+// and bfloat16 inputs (q's dtype otherwise); an entry whose flag is false
+// is an empty tensor. The arguments are the forward's, then its outputs.
 std::vector<at::Tensor> sasa_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& pos_row, const at::Tensor& pos_col,
+    const at::Tensor& v, const at::Tensor& rel_h, const at::Tensor& rel_w,
     const at::Tensor& out, const at::Tensor& lse, bool need_q, bool need_k,
     bool need_v, bool need_pos) {
-  check_inputs({grad_out, q, k, v, pos_row, pos_col, out}, 4);
+  check_inputs({grad_out, q, k, v, out}, 4);
+  check_tables(q, rel_h, rel_w);
   TORCH_CHECK(lse.dim() == 3 && lse.scalar_type() == q.scalar_type(),
               "sasa_cpu: bad log-sum-exp tensor");
-  auto go_c = compute(grad_out), q_c = compute(q), pr = compute(pos_row),
-       pc = compute(pos_col), out_c = compute(out), lse_c = compute(lse);
+  auto go_c = compute(grad_out), q_c = compute(q), th = compute(rel_h),
+       tw = compute(rel_w), out_c = compute(out), lse_c = compute(lse);
   const auto options = q_c.options();
+  const std::vector<int64_t> pos_shape{q.size(0), rel_h.size(0), q.size(2),
+                                       q.size(3)};
   const bool any = need_q || need_k || need_v || need_pos;
   if (q.numel() == 0 || !any) {
-    auto make = [&](bool need, const at::Tensor& like) {
-      return need ? at::zeros(like.sizes(), options)
-                  : at::empty({0}, options);
+    auto make = [&](bool need, at::IntArrayRef sizes) {
+      return need ? at::zeros(sizes, options) : at::empty({0}, options);
     };
-    return {make(need_q, q), make(need_k, k), make(need_v, v),
-            make(need_pos, pos_row), make(need_pos, pos_col)};
+    return {make(need_q, q.sizes()), make(need_k, k.sizes()),
+            make(need_v, v.sizes()), make(need_pos, pos_shape),
+            make(need_pos, pos_shape)};
   }
-  const Geometry g(q_c, pos_row.size(1), lanes_of(q_c));
-  auto k_p = pad_columns(compute(k), g.radius),
-       v_p = pad_columns(compute(v), g.radius);
+  const Geometry g(q_c, rel_h.size(0), lanes_of(q_c));
+  auto k_c = compute(k), v_c = compute(v);
   const auto none = at::empty({0}, options);
   at::Tensor gq = need_q ? at::empty_like(q_c) : none,
-             gk = need_k ? at::zeros_like(q_c) : none,
-             gv = need_v ? at::zeros_like(q_c) : none,
-             gpr = need_pos ? at::zeros_like(pr) : none,
-             gpc = need_pos ? at::zeros_like(pc) : none;
+             gk = need_k ? at::empty_like(q_c) : none,
+             gv = need_v ? at::empty_like(q_c) : none,
+             gpr = need_pos ? at::empty(pos_shape, options) : none,
+             gpc = need_pos ? at::empty(pos_shape, options) : none;
   AT_DISPATCH_FLOATING_TYPES(q_c.scalar_type(), "sasa_backward", [&] {
     auto ptr = [](at::Tensor& t, bool need) {
       return need ? t.data_ptr<scalar_t>() : nullptr;
     };
+    const Tables<scalar_t> tables{th.data_ptr<scalar_t>(),
+                                  tw.data_ptr<scalar_t>(), rel_h.size(1)};
     backward_kernel<scalar_t>(
         g, go_c.data_ptr<scalar_t>(), q_c.data_ptr<scalar_t>(),
-        k_p.data_ptr<scalar_t>(), v_p.data_ptr<scalar_t>(),
-        pr.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
+        k_c.data_ptr<scalar_t>(), v_c.data_ptr<scalar_t>(), tables,
         out_c.data_ptr<scalar_t>(), lse_c.data_ptr<scalar_t>(),
         ptr(gq, need_q), ptr(gk, need_k), ptr(gv, need_v),
         ptr(gpr, need_pos), ptr(gpc, need_pos));
