@@ -5,7 +5,8 @@ uint8 activations, per-channel int8 weights) calibrated on pixel batches
 such as :func:`calibration_batches` gives. What is quantised:
 
 - every ``Conv`` and ``Gemm``, and every ``MatMul`` whose second operand is
-  a weight (the linear layers);
+  a weight (the linear layers), except convolutions with one-hot filters,
+  which only copy pixels (:func:`pixel_selections`);
 - not the products of two activations (attention's ``q @ k^T`` and
   ``softmax @ v``). Quantising those makes onnxruntime run the softmax
   between them as ``QLinearSoftmax``, which on a 2-core AMD EPYC at
@@ -42,6 +43,24 @@ def activation_products(model) -> List[str]:
             if node.op_type == 'MatMul' and node.input[1] not in weights]
 
 
+def pixel_selections(model) -> List[str]:
+    """Names of the ``Conv`` nodes of ``model`` whose every filter is
+    one-hot (a single 1, zeros elsewhere): they copy pixels (the k x k
+    neighbour gather of the exported SASA attention), so int8 would only
+    add quantise and dequantise steps around a copy. They stay fp32."""
+    from onnx import numpy_helper
+    weights = {init.name: init for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != 'Conv' or node.input[1] not in weights:
+            continue
+        filters = numpy_helper.to_array(weights[node.input[1]])
+        filters = filters.reshape(filters.shape[0], -1)
+        if np.isin(filters, (0, 1)).all() and (filters.sum(1) == 1).all():
+            found.append(node.name)
+    return found
+
+
 def quantize_int8(fp32: str, int8: str,
                   batches: Iterable[np.ndarray]) -> Dict[str, int]:
     """Write the static int8 quantisation of ``fp32`` to ``int8``.
@@ -53,8 +72,10 @@ def quantize_int8(fp32: str, int8: str,
             (N, 3, H, W) float32, as the file takes them.
 
     Returns:
-        dict: ``quantized`` (Conv/Gemm/weight MatMul nodes) and
-        ``fp32_products`` (activation products kept in fp32).
+        dict: ``quantized`` (Conv/Gemm/weight MatMul nodes),
+        ``fp32_products`` (activation products kept in fp32) and
+        ``fp32_selections`` (one-hot pixel-copying convolutions kept in
+        fp32, see :func:`pixel_selections`).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -73,8 +94,9 @@ def quantize_int8(fp32: str, int8: str,
             batch = next(self.items, None)
             return None if batch is None else {'images': batch}
 
-    src = onnx.load(fp32, load_external_data=False)
-    keep = activation_products(src)
+    src = onnx.load(fp32)
+    products = activation_products(src)
+    keep = products + pixel_selections(src)
     quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
@@ -85,7 +107,8 @@ def quantize_int8(fp32: str, int8: str,
         dst.metadata_props.extend(src.metadata_props)
         onnx.save(dst, int8)
     total = sum(node.op_type in QUANTIZED_OPS for node in src.graph.node)
-    return dict(quantized=total - len(keep), fp32_products=len(keep))
+    return dict(quantized=total - len(keep), fp32_products=len(products),
+                fp32_selections=len(keep) - len(products))
 
 
 def _innermost(dataset_cfg: dict) -> dict:

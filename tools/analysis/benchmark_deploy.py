@@ -25,7 +25,9 @@ table gives the median time of ``--repeats`` runs and the median of the
 per-repeat ratios to PyTorch eager. ``--eval`` adds the test set's bbox
 mAP or mIoU of each backend (``mmengine`` runner, the config's
 evaluator). onnxruntime and PyTorch get the same number of threads
-(``--threads``, default PyTorch's).
+(``--threads``, default PyTorch's). ``--profile N`` adds, for each
+onnxruntime file, the N operator types that take the most time in
+onnxruntime's profiler: where int8 gains and where it does not.
 
 Example::
 
@@ -35,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import os
 import os.path as osp
@@ -42,7 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
@@ -75,14 +78,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='also the test metric of every backend')
     parser.add_argument('--no-compile', action='store_true',
                         help='leave out PyTorch compiled')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='also the N operator types that take the most '
+                        'time in each onnxruntime file (its profiler, 3 '
+                        'runs)')
     parser.add_argument('--work-dir', default=None,
                         help='where the .onnx files go (default: a '
                         'temporary folder)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.calib < 1:
-        parser.error('--repeats and --calib must be at least 1')
+    if args.repeats < 1 or args.calib < 1 or args.profile < 0:
+        parser.error('--repeats and --calib must be at least 1, --profile '
+                     'at least 0')
     return args
 
 
@@ -92,6 +100,36 @@ def session(path: str, threads: int):
     options.intra_op_num_threads = threads
     return ort.InferenceSession(path, options,
                                 providers=['CPUExecutionProvider'])
+
+
+def operator_profile(path: str, threads: int, feed: Dict,
+                     runs: int = 3) -> List[Tuple[str, float, float]]:
+    """(operator type, ms per run, share of the kernel time) of the ONNX
+    file ``path`` from onnxruntime's profiler over ``runs`` runs (after
+    one untimed), most time first."""
+    import json
+
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = osp.join(
+        tempfile.mkdtemp(prefix='ort_profile_'), 'run')
+    sess = ort.InferenceSession(path, options,
+                                providers=['CPUExecutionProvider'])
+    for _ in range(runs + 1):
+        sess.run(None, feed)
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    per_op: Dict[str, float] = collections.Counter()
+    for event in events:
+        if event.get('cat') == 'Node' and \
+                event['name'].endswith('_kernel_time'):
+            per_op[event['args']['op_name']] += event['dur']
+    total = sum(per_op.values()) or 1.0
+    # The first run is in the profile too: the ms are over runs + 1.
+    return [(op, us / 1000 / (runs + 1), us / total)
+            for op, us in per_op.most_common()]
 
 
 def evaluate(cfg, model_cfg: Optional[dict], checkpoint: Optional[str],
@@ -224,14 +262,24 @@ def main(argv=None) -> None:
             score = scores.get(name, '-')
             print(f'| {name} | {1000 * statistics.median(times[name]):.1f} '
                   f'| {ratio:.2f}x | {score} |')
-        fp32, int8 = times['onnxruntime fp32'], times['onnxruntime int8']
+        t32, t8 = times['onnxruntime fp32'], times['onnxruntime int8']
         print(f'# onnxruntime int8 vs fp32: '
-              f'{statistics.median(a / b for a, b in zip(fp32, int8)):.2f}x'
+              f'{statistics.median(a / b for a, b in zip(t32, t8)):.2f}x'
               f' ({counts["quantized"]} Conv/Gemm/MatMul nodes in int8, '
               f'{counts["fp32_products"]} activation products in fp32)')
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')
+        if args.profile:
+            for name, path in (('onnxruntime fp32', fp32),
+                               ('onnxruntime int8', int8)):
+                print(f'# {name}: the {args.profile} operator types that '
+                      'take the most time (onnxruntime profiler)')
+                print('| operator | ms/image | share |')
+                print('|---|---|---|')
+                for op, ms, share in operator_profile(
+                        path, threads, {'images': batch})[:args.profile]:
+                    print(f'| {op} | {ms:.1f} | {100 * share:.1f}% |')
 
 
 if __name__ == '__main__':
