@@ -111,6 +111,13 @@ def quantize_int8(fp32: str, int8: str,
                 fp32_selections=len(keep) - len(products))
 
 
+def describe(counts: Dict[str, int]) -> str:
+    """One phrase for :func:`quantize_int8`'s counts."""
+    return (f'{counts["quantized"]} Conv/Gemm/MatMul nodes in int8; '
+            f'{counts["fp32_products"]} activation products and '
+            f'{counts["fp32_selections"]} one-hot pixel copies in fp32')
+
+
 def _innermost(dataset_cfg: dict) -> dict:
     while 'dataset' in dataset_cfg:
         dataset_cfg = dataset_cfg['dataset']

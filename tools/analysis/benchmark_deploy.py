@@ -161,7 +161,11 @@ def main(argv=None) -> None:
         import mmtwins.deploy  # noqa: F401
         from mmtwins.deploy import export_end_to_end
         from mmtwins.deploy.preprocess import pad_batch, preprocess_params
-        from mmtwins.deploy.quantize import calibration_batches, quantize_int8
+        from mmtwins.deploy.quantize import (
+            calibration_batches,
+            describe,
+            quantize_int8,
+        )
         from tools.analysis.bench_utils import machine
         from tools.cli.config_checks import load_config
         from tools.cli.onnx_export import _classes, default_shape
@@ -265,8 +269,7 @@ def main(argv=None) -> None:
         t32, t8 = times['onnxruntime fp32'], times['onnxruntime int8']
         print(f'# onnxruntime int8 vs fp32: '
               f'{statistics.median(a / b for a, b in zip(t32, t8)):.2f}x'
-              f' ({counts["quantized"]} Conv/Gemm/MatMul nodes in int8, '
-              f'{counts["fp32_products"]} activation products in fp32)')
+              f' ({describe(counts)})')
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')

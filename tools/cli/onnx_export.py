@@ -106,17 +106,20 @@ def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:
 
     from mmtwins.deploy.parity import check_file
     from mmtwins.deploy.preprocess import preprocess_params
-    from mmtwins.deploy.quantize import calibration_batches, quantize_int8
+    from mmtwins.deploy.quantize import (
+        calibration_batches,
+        describe,
+        quantize_int8,
+    )
 
     int8 = osp.splitext(path)[0] + '_int8.onnx'
     start = time.perf_counter()
     batches = calibration_batches(
         cfg, preprocess_params(model.data_preprocessor), args.calib)
     counts = quantize_int8(path, int8, batches)
-    print(f'int8: quantised to {int8} ({counts["quantized"]} '
-          f'Conv/Gemm/MatMul nodes in int8, {counts["fp32_products"]} '
-          f'activation products in fp32, calibrated on {len(batches)} '
-          f'training images, {time.perf_counter() - start:.0f} s)')
+    print(f'int8: quantised to {int8} ({describe(counts)}; calibrated on '
+          f'{len(batches)} training images, '
+          f'{time.perf_counter() - start:.0f} s)')
     session = ort.InferenceSession(int8, providers=['CPUExecutionProvider'])
     names = [o.name for o in session.get_outputs()]
     torch.manual_seed(0)
