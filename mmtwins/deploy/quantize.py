@@ -12,7 +12,7 @@ such as :func:`calibration_batches` gives. What is quantised:
   between them as ``QLinearSoftmax``, which on a 2-core AMD EPYC at
   800x1344 (Twins-PCPVT-S RetinaNet) took 725 ms per image against 219 ms
   for the fp32 ``Softmax``, and their int8 products gained little: the
-  file ran 1.41x the fp32 one, against 1.77x with the attention kept in
+  file ran 1.41x the fp32 one, against 1.76x with the attention kept in
   fp32 (``tools/analysis/benchmark_deploy.py``, machine as in the
   deployment guide). Keeping them in fp32 also keeps the attention's
   probabilities exact.
