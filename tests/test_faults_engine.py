@@ -211,3 +211,26 @@ def test_partly_matching_classes_warn(tmp_path):
         "num_classes in the model's heads to the classes to learn")
     assert coverage_warning(CocoDataset(ann_file=ann, **kwargs)) is None
     shutil.rmtree(mini)
+
+
+def test_interrupt_right_after_a_save_points_at_it(tmp_path, monkeypatch):
+    """Ctrl-C arriving just after a checkpoint is in place (before the hook
+    returns): ``last_checkpoint`` names that checkpoint, as --resume and
+    the interrupt's message read it."""
+    put = AtomicLocalBackend.put
+
+    def interrupted_after_second(self, obj, filepath):
+        put(self, obj, filepath)
+        if str(filepath).endswith('iter_2.pth'):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(AtomicLocalBackend, 'put', interrupted_after_second)
+    runner = _runner(tmp_path, max_iters=4)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    second = osp.join(str(tmp_path), 'iter_2.pth')
+    assert _saved(tmp_path)[-1] == second
+    assert read_checkpoint(second)['meta']['iter'] == 2
+    with open(osp.join(str(tmp_path), 'last_checkpoint')) as f:
+        assert f.read() == second
+    assert find_resume_checkpoint(str(tmp_path)).path == second

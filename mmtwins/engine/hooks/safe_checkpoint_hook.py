@@ -191,30 +191,40 @@ class SafeCheckpointHook(CheckpointHook):
         ckpt_filename = self.filename_tmpl.format(step)
         path = self.file_backend.join_path(self.out_dir, ckpt_filename)
         previous = runner.message_hub.get_info('last_ckpt')
-        with self._guarded_save(runner, path, previous):
-            # as mmengine: the checkpoint's message hub names itself
-            self.last_ckpt = path
-            runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-            try:
-                runner.save_checkpoint(
-                    self.out_dir,
-                    ckpt_filename,
-                    self.file_client_args,
-                    save_optimizer=self.save_optimizer,
-                    save_param_scheduler=self.save_param_scheduler,
-                    meta=meta,
-                    by_epoch=self.by_epoch,
-                    backend_args=self.backend_args,
-                    **self.args)
-            except BaseException:
-                self.last_ckpt = previous
-                runner.message_hub.update_info('last_ckpt', previous)
-                raise
+        saved = False
+        try:
+            with self._guarded_save(runner, path, previous):
+                # as mmengine: the checkpoint's message hub names itself
+                self.last_ckpt = path
+                runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+                try:
+                    runner.save_checkpoint(
+                        self.out_dir,
+                        ckpt_filename,
+                        self.file_client_args,
+                        save_optimizer=self.save_optimizer,
+                        save_param_scheduler=self.save_param_scheduler,
+                        meta=meta,
+                        by_epoch=self.by_epoch,
+                        backend_args=self.backend_args,
+                        **self.args)
+                    saved = True
+                except BaseException:
+                    self.last_ckpt = previous
+                    runner.message_hub.update_info('last_ckpt', previous)
+                    raise
+        finally:
+            # Once the new checkpoint is complete (written and renamed into
+            # place), point at it, even when an interrupt (Ctrl-C, SIGTERM)
+            # arrives right after the file is in place, so that the
+            # interrupt's message and --resume name this file.
+            if is_main_process() and (saved or (
+                    self._atomic and osp.isfile(path))):
+                atomic_write(osp.join(runner.work_dir, 'last_checkpoint'),
+                             str(path))
         if not is_main_process():
             return
-        # The new checkpoint is complete: point at it, then drop old ones.
-        atomic_write(osp.join(runner.work_dir, 'last_checkpoint'),
-                     str(self.last_ckpt))
+        # Then drop the old ones.
         for old in stale:
             self._remove(self.file_backend.join_path(
                 self.out_dir, self.filename_tmpl.format(old)))
