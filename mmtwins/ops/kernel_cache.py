@@ -1,4 +1,6 @@
-"""A verified on-disk cache of C++ extensions built on first use.
+"""A verified on-disk cache of C++ extensions and libraries built on first
+use (:func:`load_extension` for PyTorch extensions, :func:`build_library`
+for plain shared libraries such as onnxruntime custom-operator libraries).
 
 ``torch.utils.cpp_extension.load`` trusts whatever ``.so`` its build folder
 holds: a library truncated by a full disk or a killed copy is loaded as is
@@ -29,15 +31,17 @@ import json
 import os
 import os.path as osp
 import shutil
+import subprocess
 import sys
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
 
 import torch
 
 _STAMP_SUFFIX = '.stamp.json'
 _LOCK = 'mmtwins-build.lock'
+T = TypeVar('T')
 
 
 class KernelCacheError(RuntimeError):
@@ -64,7 +68,8 @@ def _sha256(path: str) -> str:
 
 
 def _inputs_digest(sources: Sequence[str], flags: Sequence[str]) -> str:
-    """What a build depends on: sources, flags, torch and Python."""
+    """What a build depends on: sources (headers included), flags, torch
+    and Python."""
     digest = hashlib.sha256()
     for source in sources:
         with open(source, 'rb') as file:
@@ -145,14 +150,14 @@ def _write_stamp(library: str, stamp: str, inputs: str) -> None:
     os.replace(partial, stamp)
 
 
-def _missing_tool() -> Optional[str]:
+def _missing_tool(needs_ninja: bool = True) -> Optional[str]:
     """The build tool that is not installed, as advice, or None."""
     from torch.utils.cpp_extension import is_ninja_available
     compiler = os.environ.get('CXX', 'c++')
     if shutil.which(compiler) is None:
         return (f'no C++ compiler ({compiler}) on PATH; install one (e.g. '
                 'g++)')
-    if not is_ninja_available():
+    if needs_ninja and not is_ninja_available():
         return 'ninja is not installed; pip install ninja'
     return None
 
@@ -173,7 +178,8 @@ def load_extension(name: str, sources: Sequence[str], label: str,
                    extra_cflags: Sequence[str] = (),
                    extra_ldflags: Sequence[str] = (),
                    root: Optional[str] = None,
-                   debug: bool = False) -> ModuleType:
+                   debug: bool = False,
+                   headers: Sequence[str] = ()) -> ModuleType:
     """The extension ``name`` from the verified cache, built if needed.
 
     Args:
@@ -187,6 +193,8 @@ def load_extension(name: str, sources: Sequence[str], label: str,
             :func:`extensions_root`.
         debug (bool): Raise the build error itself (the whole compiler
             output) instead of :class:`KernelCacheError`.
+        headers (Sequence[str]): Headers the sources include; a change to
+            one rebuilds the extension like a change to a source.
 
     Returns:
         ModuleType: The imported extension.
@@ -195,22 +203,74 @@ def load_extension(name: str, sources: Sequence[str], label: str,
         KernelCacheError: One line: the folder is read-only and holds no
             good build, a tool is missing, or the compiler failed.
     """
+    flags: List[str] = list(extra_cflags) + list(extra_ldflags)
+    inputs = _inputs_digest(list(sources) + list(headers), flags)
+
+    def build(directory: str) -> ModuleType:
+        from torch.utils.cpp_extension import load
+        return load(name=name, sources=list(sources),
+                    extra_cflags=list(extra_cflags),
+                    extra_ldflags=list(extra_ldflags),
+                    build_directory=directory, verbose=False)
+
+    return _cached(name, label, inputs, root, build,
+                   lambda library: _import(name, library), debug)
+
+
+def build_library(name: str, sources: Sequence[str], label: str,
+                  flags: Sequence[str] = (), headers: Sequence[str] = (),
+                  root: Optional[str] = None, debug: bool = False) -> str:
+    """A plain shared library (not a Python module) from the verified
+    cache, compiled with the C++ compiler (``$CXX``, default ``c++``) if
+    needed.
+
+    Same cache, stamp, lock and messages as :func:`load_extension`; used
+    for libraries that another program loads, such as onnxruntime's
+    custom-operator libraries.
+
+    Returns:
+        str: Path of the verified ``<name>.so``.
+
+    Raises:
+        KernelCacheError: As :func:`load_extension`.
+    """
+    inputs = _inputs_digest(list(sources) + list(headers), list(flags))
+
+    def build(directory: str) -> str:
+        library = osp.join(directory, f'{name}.so')
+        partial = f'{library}.tmp-{os.getpid()}'
+        command = [os.environ.get('CXX', 'c++'), '-shared', '-fPIC',
+                   *flags, *sources, '-o', partial]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr or done.stdout or
+                               f'{command[0]} exited with {done.returncode}')
+        os.replace(partial, library)
+        return library
+
+    return _cached(name, label, inputs, root, build, lambda path: path,
+                   debug, needs_ninja=False)
+
+
+def _cached(name: str, label: str, inputs: str, root: Optional[str],
+            build: Callable[[str], T], load: Callable[[str], T],
+            debug: bool, needs_ninja: bool = True) -> T:
+    """``load(library)`` of a stamped build of ``name``, after building it
+    with ``build(directory)`` when there is none that matches ``inputs``.
+    """
     directory = osp.join(root or extensions_root(), name)
     library = osp.join(directory, f'{name}.so')
     stamp = osp.join(directory, f'{name}{_STAMP_SUFFIX}')
-    flags: List[str] = list(extra_cflags) + list(extra_ldflags)
-    inputs = _inputs_digest(sources, flags)
     problem = _problem(library, stamp, inputs)
     if problem is None:
         try:
-            return _import(name, library)
+            return load(library)
         except ImportError as error:  # e.g. a system library changed
             problem = f'cannot be imported ({error})'
     try:
         with _build_lock(directory):
-            return _rebuild(name, sources, label, extra_cflags,
-                            extra_ldflags, directory, inputs, debug,
-                            problem)
+            return _rebuild(label, directory, library, stamp, inputs,
+                            build, load, debug, problem, needs_ninja)
     except OSError as error:  # read-only or vanished build files
         state = ('is not built yet' if problem == 'absent' else
                  f'in {library} {problem}')
@@ -221,19 +281,17 @@ def load_extension(name: str, sources: Sequence[str], label: str,
             'access') from error
 
 
-def _rebuild(name: str, sources: Sequence[str], label: str,
-             extra_cflags: Sequence[str], extra_ldflags: Sequence[str],
-             directory: str, inputs: str, debug: bool,
-             problem: str) -> ModuleType:
-    """Under the build lock: import a build another process finished
+def _rebuild(label: str, directory: str, library: str, stamp: str,
+             inputs: str, build: Callable[[str], T],
+             load: Callable[[str], T], debug: bool, problem: str,
+             needs_ninja: bool) -> T:
+    """Under the build lock: load a build another process finished
     meanwhile, or build (``problem``: why the cached one was refused)."""
-    library = osp.join(directory, f'{name}.so')
-    stamp = osp.join(directory, f'{name}{_STAMP_SUFFIX}')
     if not problem.startswith('cannot be imported'):
         problem = _problem(library, stamp, inputs)  # built meanwhile?
         if problem is None:
-            return _import(name, library)
-    missing = _missing_tool()
+            return load(library)
+    missing = _missing_tool(needs_ninja)
     if missing is not None:
         raise KernelCacheError(f'{label} cannot be built: {missing}')
     if problem == 'absent':
@@ -244,12 +302,8 @@ def _rebuild(name: str, sources: Sequence[str], label: str,
                 '(about a minute)...')
     print(line, file=sys.stderr, flush=True)
     _empty(directory)
-    from torch.utils.cpp_extension import load
     try:
-        module = load(name=name, sources=list(sources),
-                      extra_cflags=list(extra_cflags),
-                      extra_ldflags=list(extra_ldflags),
-                      build_directory=directory, verbose=False)
+        result = build(directory)
     except Exception as error:
         if debug:
             raise
@@ -257,4 +311,4 @@ def _rebuild(name: str, sources: Sequence[str], label: str,
             f'{label} could not be built ({_build_error(error)})'
         ) from error
     _write_stamp(library, stamp, inputs)
-    return module
+    return result

@@ -1,9 +1,9 @@
 """The fused CPU kernel of SASA's local attention, built on first use.
 
-``csrc/sasa_cpu.cpp`` computes one image row's k x k logits (positional
-part included, from the offset embeddings), softmax and weighted values in
-cache, so neither the q . k products nor the positional logits go to
-memory (the offset loop of :mod:`.sasa_op` writes every one of them). It
+``csrc/sasa_kernel.h`` (bound to PyTorch by ``csrc/sasa_cpu.cpp``)
+computes one image row's k x k logits (positional part included, from the
+offset embeddings), softmax and weighted values in cache, so neither the
+q . k products nor the positional logits go to memory (the offset loop of :mod:`.sasa_op` writes every one of them). It
 runs on ATen's intra-op threads (``torch.get_num_threads()``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` the first time
@@ -35,7 +35,9 @@ from torch import Tensor
 
 from .kernel_cache import KernelCacheError, load_extension
 
-_SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'sasa_cpu.cpp')
+_CSRC = osp.join(osp.dirname(__file__), 'csrc')
+_SOURCE = osp.join(_CSRC, 'sasa_cpu.cpp')
+_HEADER = osp.join(_CSRC, 'sasa_kernel.h')
 _lock = threading.Lock()
 _module: Optional[ModuleType] = None
 _failure: Optional[str] = None
@@ -63,7 +65,8 @@ def _build() -> ModuleType:
     flags = ['-O3', '-march=native', '-fopenmp', '-fno-math-errno']
     return load_extension(name, [_SOURCE], 'the SASA CPU kernel',
                           extra_cflags=flags, extra_ldflags=['-fopenmp'],
-                          debug=os.environ.get('MMTWINS_DEBUG') == '1')
+                          debug=os.environ.get('MMTWINS_DEBUG') == '1',
+                          headers=[_HEADER])
 
 
 def kernel() -> Optional[ModuleType]:
