@@ -72,7 +72,8 @@ def deploy_module(model: nn.Module) -> Tuple[str, nn.Module]:
 def export_end_to_end(model: nn.Module, path: str,
                       size: Tuple[int, int], *, config: str,
                       model_cfg: Any, classes: Sequence[str],
-                      min_size: int = 64) -> Dict[str, str]:
+                      min_size: int = 64,
+                      sasa_kernel: bool = False) -> Dict[str, str]:
     """Export ``model`` (eval mode) to ``path``; return the metadata
     written into it.
 
@@ -80,6 +81,12 @@ def export_end_to_end(model: nn.Module, path: str,
     (batch 2: a size-1 example would fix the batch to 1). Heights and
     widths from ``min_size`` (64: the stride-32 level must be at least 2
     pixels for the backbones' convolutions) to 4096 are accepted.
+
+    SASA layers become standard ONNX operators (any runtime), or with
+    ``sasa_kernel=True`` one ``mmtwins.SASAttention`` node each: the fused
+    kernel as an onnxruntime custom operator, faster in onnxruntime, which
+    needs mmtwins' operator library (:mod:`mmtwins.ops.sasa_ort`;
+    :func:`mmtwins.deploy.runtime.create_session` registers it).
     """
     from torch.export import Dim
 
@@ -94,13 +101,16 @@ def export_end_to_end(model: nn.Module, path: str,
     # levels), which would otherwise tie the graph to the example's sizes.
     rewrites = symbolic_upsample() if task == 'segmentation' else \
         contextlib.nullcontext()
+    translations = {**ONNX_TRANSLATIONS, **ROI_TRANSLATIONS}
+    if sasa_kernel:
+        from mmtwins.ops.sasa_export import kernel_translations
+        translations.update(kernel_translations())
     with torch.no_grad(), _size_oblivious(), rewrites:
         program = torch.onnx.export(
             module, (x, ), None, dynamo=True, dynamic_shapes=shapes,
             input_names=[INPUT_NAME],
             output_names=list(module.output_names),
-            custom_translation_table={**ONNX_TRANSLATIONS,
-                                      **ROI_TRANSLATIONS}, verbose=False)
+            custom_translation_table=translations, verbose=False)
     params = preprocess_params(model.data_preprocessor)
     meta = {
         'task': task,

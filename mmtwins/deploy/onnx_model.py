@@ -31,6 +31,7 @@ from mmtwins.registry import MODELS
 
 from .export import INPUT_NAME, META_PREFIX, model_fingerprint
 from .preprocess import pad_batch
+from .runtime import OperatorLibraryError, create_session
 
 EXPORT_HINT = ('export it with `python tools/deployment/pytorch2onnx.py '
                'CONFIG CHECKPOINT`')
@@ -92,17 +93,14 @@ class ONNXRuntimeModel(BaseModel):
             data_preprocessor=data_preprocessor
             or dict(type='mmengine.BaseDataPreprocessor'),
             init_cfg=init_cfg)
-        import onnxruntime as ort
         self.onnx_file = onnx_file
         self.meta = read_metadata(onnx_file)
         self.task = self.meta['task']
         self.params = json.loads(self.meta['preprocess'])
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
         try:
-            self.session = ort.InferenceSession(
-                onnx_file, options, providers=['CPUExecutionProvider'])
+            self.session = create_session(onnx_file, num_threads)
+        except OperatorLibraryError:
+            raise
         except Exception as exc:  # onnxruntime's own error types
             raise ONNXFileError(
                 f'onnxruntime cannot load {onnx_file}: '

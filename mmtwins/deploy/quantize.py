@@ -22,8 +22,9 @@ and ``tools/infer.py`` accept it like the fp32 one.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -59,6 +60,42 @@ def pixel_selections(model) -> List[str]:
         if np.isin(filters, (0, 1)).all() and (filters.sum(1) == 1).all():
             found.append(node.name)
     return found
+
+
+@contextlib.contextmanager
+def _calibration_sees_custom_ops(path: str) -> Iterator[None]:
+    """Let onnxruntime's calibrator run a file that holds mmtwins
+    operators (``--sasa-kernel``).
+
+    The calibrator makes its own ``onnxruntime.SessionOptions()``, with no
+    way to pass a custom-operator library; while this is active, the
+    options it makes have mmtwins' library registered. Files of standard
+    operators are left as they are.
+    """
+    from onnxruntime.quantization import calibrate
+
+    from .runtime import custom_domains, session_options
+    if not custom_domains(path):
+        yield
+        return
+    real = calibrate.onnxruntime
+
+    class _Runtime:
+        """``onnxruntime`` with a ``SessionOptions`` that registers the
+        library."""
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        @staticmethod
+        def SessionOptions():  # noqa: N802 (onnxruntime's name)
+            return session_options(path)
+
+    calibrate.onnxruntime = _Runtime()
+    try:
+        yield
+    finally:
+        calibrate.onnxruntime = real
 
 
 def quantize_int8(fp32: str, int8: str,
@@ -97,11 +134,12 @@ def quantize_int8(fp32: str, int8: str,
     src = onnx.load(fp32)
     products = activation_products(src)
     keep = products + pixel_selections(src)
-    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    op_types_to_quantize=list(QUANTIZED_OPS),
-                    nodes_to_exclude=keep)
+    with _calibration_sees_custom_ops(fp32):
+        quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTIZED_OPS),
+                        nodes_to_exclude=keep)
     dst = onnx.load(int8)
     if not any(p.key.startswith('mmtwins.') for p in dst.metadata_props):
         dst.metadata_props.extend(src.metadata_props)

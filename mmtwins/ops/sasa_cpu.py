@@ -3,8 +3,9 @@
 ``csrc/sasa_kernel.h`` (bound to PyTorch by ``csrc/sasa_cpu.cpp``)
 computes one image row's k x k logits (positional part included, from the
 offset embeddings), softmax and weighted values in cache, so neither the
-q . k products nor the positional logits go to memory (the offset loop of :mod:`.sasa_op` writes every one of them). It
-runs on ATen's intra-op threads (``torch.get_num_threads()``).
+q . k products nor the positional logits go to memory (the offset loop
+of :mod:`.sasa_op` writes every one of them). It runs on ATen's intra-op
+threads (``torch.get_num_threads()``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` the first time
 SASA runs on a CPU tensor (about a minute; a C++ compiler and ninja are

@@ -15,12 +15,18 @@ The decomposition is a plain function of standard ops, so it is also what
 the tests compare the kernels with. It materialises the ``k^2``-wide logits
 of the whole map and is meant for export, not for training.
 
+:func:`kernel_translations` gives the other export form: passed as
+``custom_translation_table``, it writes the op as one node
+``mmtwins.SASAttention``, the fused kernel as an onnxruntime custom
+operator (:mod:`.sasa_ort`), which onnxruntime runs several times faster
+than the decomposition but only with mmtwins' operator library registered.
+
 The TorchScript exporter (``dynamo=False``) traces Python execution and
 cannot see into a custom op; :func:`_refuse_torchscript_export` is registered
 as the op's symbolic so that it stops with one clear line instead of
 writing an unusable graph.
 """
-from typing import Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +73,46 @@ def sasa_attention_decomposition(query: Tensor, key: Tensor, value: Tensor,
     probs = torch.softmax(logits, dim=2)
     out = (probs[:, :, None] * neighbours(value)).sum(3)
     return out, lse
+
+
+def _register_kernel_schema() -> None:
+    """Declare ``mmtwins.SASAttention`` (version 1) to onnx, so that
+    onnxscript can write the node and onnx's checker knows its signature.
+    """
+    import onnx
+    from onnx.defs import OpSchema
+
+    from .sasa_ort import DOMAIN, OP_TYPE, OPSET_VERSION
+    if onnx.defs.has(OP_TYPE, OPSET_VERSION, DOMAIN):
+        return
+    tensor = [('T', ['tensor(float)'], 'float32 tensors')]
+    onnx.defs.register_schema(OpSchema(
+        OP_TYPE, DOMAIN, OPSET_VERSION,
+        doc='SASA k x k local attention (mmtwins.ops.sasa_op): query, key, '
+        'value (B, heads, D, H, W), rel_h, rel_w (k, heads, D / 2) -> '
+        'output (B, heads, D, H, W), lse (B, heads, H, W).',
+        inputs=[OpSchema.FormalParameter(name, 'T') for name in
+                ('query', 'key', 'value', 'rel_h', 'rel_w')],
+        outputs=[OpSchema.FormalParameter(name, 'T') for name in
+                 ('output', 'lse')],
+        type_constraints=tensor))
+
+
+def _kernel_node(query, key, value, rel_h, rel_w):
+    """onnxscript translation: one ``mmtwins.SASAttention`` node."""
+    from onnxscript import values
+
+    from .sasa_ort import DOMAIN, OPSET_VERSION
+    _register_kernel_schema()
+    opset = values.Opset(DOMAIN, OPSET_VERSION)
+    out, lse = opset.SASAttention(query, key, value, rel_h, rel_w)
+    return out, lse
+
+
+def kernel_translations() -> Dict[object, Callable]:
+    """``custom_translation_table`` entries that export the op as the
+    onnxruntime custom operator instead of standard operators."""
+    return {torch.ops.mmtwins.sasa_attention.default: _kernel_node}
 
 
 def _refuse_torchscript_export(g, *args):

@@ -284,3 +284,45 @@ def test_sasa_falls_back_with_the_cause_in_one_warning(monkeypatch):
                               'exact offset loop')
     assert '\n' not in message and 'install' not in message
     assert sasa_cpu.kernel() is None  # once
+
+
+def test_plain_library_is_built_stamped_and_rebuilt_when_damaged(
+        tmp_path, capfd):
+    """build_library: the same verified cache for a shared library that
+    another program loads (onnxruntime's operator library)."""
+    source = tmp_path / 'answer.cpp'
+    header = tmp_path / 'answer.h'
+    header.write_text('#define ANSWER 42\n')
+    source.write_text('#include "answer.h"\n'
+                      'extern "C" int answer() { return ANSWER; }\n')
+    root = str(tmp_path / 'cache')
+
+    def build():
+        return kernel_cache.build_library(
+            'mmtwins_fake_library', [str(source)], 'the test library',
+            flags=['-O1'], headers=[str(header)], root=root)
+
+    path = build()
+    assert capfd.readouterr().err.strip() == (
+        'mmtwins: building the test library (once per machine kind, about '
+        'a minute)...')
+    import ctypes
+    copy = str(tmp_path / 'loaded.so')  # the cached file gets truncated
+    shutil.copy(path, copy)
+    assert ctypes.CDLL(copy).answer() == 42
+    assert osp.isfile(path[:-3] + '.stamp.json')
+    assert build() == path and capfd.readouterr().err == ''
+    os.truncate(path, osp.getsize(path) // 2)
+    assert build() == path
+    assert 'is truncated or damaged' in capfd.readouterr().err
+    header.write_text('#define ANSWER 43\n')  # a header change rebuilds
+    build()
+    assert 'was built from other sources' in capfd.readouterr().err
+    header.write_text('#define ANSWER 43 +\n')
+    with pytest.raises(KernelCacheError) as info:
+        build()
+    message = str(info.value)
+    assert '\n' not in message
+    assert message.startswith('the test library could not be built '
+                              '(RuntimeError: ')
+    assert 'error:' in message

@@ -11,7 +11,11 @@ times, at batch 1 on one input of ``--shape`` (default: the test
 pipeline's resize scale):
 
 * ``onnxruntime fp32`` and ``onnxruntime int8``: ``session.run`` on the
-  pixel batch, everything from normalisation to NMS inside;
+  pixel batch, everything from normalisation to NMS inside; for a model
+  with SASA layers these files hold SASA's fused kernel as mmtwins'
+  onnxruntime operator (``pytorch2onnx.py --sasa-kernel``), and
+  ``onnxruntime fp32, standard ops`` times the file of standard ONNX
+  operators beside them;
 * ``PyTorch eager``: the model's ``test_step`` (mmdet/mmseg data
   preprocessor, forward and post-processing, as ``tools/test.py``);
 * ``PyTorch compiled``: the same with backbone and neck compiled by
@@ -59,8 +63,9 @@ from tools.cli.errors import add_debug_flag, exit_on_user_error  # noqa
 # 64 ms in onnxruntime fp32 instead of 35 ms.
 SETTLE_S = 0.1
 
-BACKENDS = ('onnxruntime fp32', 'PyTorch eager', 'PyTorch compiled',
-            'onnxruntime int8')
+STANDARD = 'onnxruntime fp32, standard ops'
+BACKENDS = ('onnxruntime fp32', STANDARD, 'PyTorch eager',
+            'PyTorch compiled', 'onnxruntime int8')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,11 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def session(path: str, threads: int):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(path, options,
-                                providers=['CPUExecutionProvider'])
+    from mmtwins.deploy.runtime import create_session
+    return create_session(path, threads)
 
 
 def operator_profile(path: str, threads: int, feed: Dict,
@@ -110,13 +112,13 @@ def operator_profile(path: str, threads: int, feed: Dict,
     import json
 
     import onnxruntime as ort
+
+    from mmtwins.deploy.runtime import create_session
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = osp.join(
         tempfile.mkdtemp(prefix='ort_profile_'), 'run')
-    sess = ort.InferenceSession(path, options,
-                                providers=['CPUExecutionProvider'])
+    sess = create_session(path, threads, options)
     for _ in range(runs + 1):
         sess.run(None, feed)
     with open(sess.end_profiling()) as f:
@@ -183,9 +185,20 @@ def main(argv=None) -> None:
         stem = osp.splitext(osp.basename(args.config))[0]
         fp32 = osp.join(work, f'{stem}.onnx')
         int8 = osp.join(work, f'{stem}_int8.onnx')
-        export_end_to_end(model, fp32, tuple(size),
-                          config=osp.basename(args.config),
-                          model_cfg=model_cfg, classes=_classes(cfg))
+        # SASA models: the onnxruntime files hold SASA's fused kernel as
+        # mmtwins' onnxruntime operator; the file of standard operators
+        # (what --sasa-kernel is not given for) is timed beside them.
+        from mmtwins.models.layers import SASAttention
+        has_sasa = any(isinstance(m, SASAttention) for m in model.modules())
+        files = {'onnxruntime fp32': fp32}
+        if has_sasa:
+            files[STANDARD] = osp.join(work, f'{stem}_standard_ops.onnx')
+        for name, path in files.items():
+            export_end_to_end(model, path, tuple(size),
+                              config=osp.basename(args.config),
+                              model_cfg=model_cfg, classes=_classes(cfg),
+                              sasa_kernel=has_sasa and name != STANDARD)
+        files['onnxruntime int8'] = int8
         params = preprocess_params(model.data_preprocessor)
         calib = calibration_batches(cfg, params, args.calib)
         counts = quantize_int8(fp32, int8, calib)
@@ -202,8 +215,8 @@ def main(argv=None) -> None:
         data = dict(inputs=[image], data_samples=[Sample(metainfo=meta)])
         eager = model
         runs: Dict[str, Callable[[], object]] = {}
-        sessions = {'onnxruntime fp32': session(fp32, threads),
-                    'onnxruntime int8': session(int8, threads)}
+        sessions = {name: session(path, threads)
+                    for name, path in files.items()}
         for name, sess in sessions.items():
             runs[name] = (lambda s=sess: s.run(None, {'images': batch}))
         with torch.no_grad():
@@ -239,12 +252,10 @@ def main(argv=None) -> None:
             onnx_cfg = dict(
                 type='mmtwins.ONNXRuntimeModel', num_threads=threads,
                 data_preprocessor=dict(type='mmengine.BaseDataPreprocessor'))
-            scores['onnxruntime fp32'] = evaluate(
-                cfg, dict(onnx_cfg, onnx_file=fp32), None,
-                osp.join(work, 'eval_fp32'))
-            scores['onnxruntime int8'] = evaluate(
-                cfg, dict(onnx_cfg, onnx_file=int8), None,
-                osp.join(work, 'eval_int8'))
+            for name, path in files.items():
+                scores[name] = evaluate(
+                    cfg, dict(onnx_cfg, onnx_file=path), None,
+                    osp.join(work, 'eval_' + osp.basename(path)[:-5]))
             scores['PyTorch eager'] = evaluate(
                 cfg, None, args.checkpoint, osp.join(work, 'eval_eager'))
             if 'PyTorch compiled' in runs:
@@ -279,9 +290,12 @@ def main(argv=None) -> None:
         if 'PyTorch compiled' in scores:
             print('# PyTorch compiled runs the eager model\'s weights and '
                   'post-processing: its metric is the eager one')
+        if has_sasa:
+            print('# onnxruntime fp32/int8: SASA as mmtwins\' onnxruntime '
+                  'operator (pytorch2onnx.py --sasa-kernel); standard ops: '
+                  'the file without it')
         if args.profile:
-            for name, path in (('onnxruntime fp32', fp32),
-                               ('onnxruntime int8', int8)):
+            for name, path in files.items():
                 print(f'# {name}: the {args.profile} operator types that '
                       'take the most time (onnxruntime profiler)')
                 print('| operator | ms/image | share |')

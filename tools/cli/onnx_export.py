@@ -48,11 +48,11 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
     """Export, check, print one line per check; the exit status.
     ``model_cfg``: ``cfg.model`` as loaded, before the model was built."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
     from mmtwins.deploy import UnsupportedModel, export_end_to_end
     from mmtwins.deploy.parity import check_file, sizes_to_check
+    from mmtwins.deploy.runtime import create_session
 
     size = list(args.shape or default_shape(cfg))
     stem = osp.splitext(osp.basename(args.config))[0]
@@ -63,7 +63,7 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
         meta = export_end_to_end(
             model, path, tuple(size), config=osp.basename(args.config),
             model_cfg=model_cfg, classes=_classes(cfg),
-            min_size=max(args.min_size, 64))
+            min_size=max(args.min_size, 64), sasa_kernel=args.sasa_kernel)
     except UnsupportedModel as exc:
         raise ToolError(f'{args.config}: {exc}') from None
     took = time.perf_counter() - start
@@ -72,7 +72,7 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
     print(f'{type(model).__name__} end to end: exported to {path} '
           f'({mb:.1f} MiB, outputs {meta["mmtwins.outputs"]}, dynamic N, '
           f'H, W >= {max(args.min_size, 64)}, {took:.0f} s)')
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    session = create_session(path)
     names = [o.name for o in session.get_outputs()]
 
     def run(batch: np.ndarray):
@@ -101,7 +101,6 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
 def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:
     """``--int8``: quantise ``path``, print what was written and how far
     the int8 file agrees with PyTorch at the export size."""
-    import onnxruntime as ort
     import torch
 
     from mmtwins.deploy.parity import check_file
@@ -111,6 +110,7 @@ def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:
         describe,
         quantize_int8,
     )
+    from mmtwins.deploy.runtime import create_session
 
     int8 = osp.splitext(path)[0] + '_int8.onnx'
     start = time.perf_counter()
@@ -120,7 +120,7 @@ def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:
     print(f'int8: quantised to {int8} ({describe(counts)}; calibrated on '
           f'{len(batches)} training images, '
           f'{time.perf_counter() - start:.0f} s)')
-    session = ort.InferenceSession(int8, providers=['CPUExecutionProvider'])
+    session = create_session(int8)
     names = [o.name for o in session.get_outputs()]
     torch.manual_seed(0)
     agree = check_file(

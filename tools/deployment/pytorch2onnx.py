@@ -4,7 +4,7 @@
 Usage::
 
     python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
-        [--shape H W] [--out FILE] [--int8 [--calib N]]
+        [--shape H W] [--out FILE] [--sasa-kernel] [--int8 [--calib N]]
         [--cfg-options KEY=VALUE ...]
     python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT]
         --backbone-only | --tensor-forward  [--dynamic] [--check-shape H W]
@@ -26,7 +26,11 @@ file is also quantised to ``<file>_int8.onnx``
 ``--calib`` training images through the test pipeline); one more line
 says how far its predictions agree with PyTorch's at the export size
 (informative: int8 is not exact, and that line does not change the exit
-status).
+status). SASA layers are written with standard ONNX operators, which any
+runtime runs; ``--sasa-kernel`` writes each as one
+``mmtwins.SASAttention`` node instead, SASA's fused kernel as an
+onnxruntime custom operator (:mod:`mmtwins.ops.sasa_ort`), several times
+faster in onnxruntime; mmtwins' tools register its library themselves.
 
 ``--backbone-only`` exports ``model.backbone`` only; ``--tensor-forward``
 the backbone and then the model's ``tensor`` forward (raw head maps, no
@@ -160,8 +164,8 @@ def export(module: torch.nn.Module, x: torch.Tensor, path: str,
 
 def run_onnx(path: str, x: torch.Tensor) -> List[Any]:
     """Outputs of the ONNX file on ``x`` (onnxruntime, CPU)."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    from mmtwins.deploy.runtime import create_session
+    session = create_session(path)
     name = session.get_inputs()[0].name
     return session.run(None, {name: x.numpy()})
 
@@ -254,6 +258,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--calib', type=int, default=32,
                         help='--int8: training images to calibrate on '
                         '(default 32)')
+    parser.add_argument('--sasa-kernel', action='store_true',
+                        help='end to end: write each SASA attention as one '
+                        'mmtwins.SASAttention node, the fused kernel as an '
+                        'onnxruntime custom operator (faster in '
+                        'onnxruntime; needs mmtwins\' operator library), '
+                        'instead of standard ONNX operators')
     parser.add_argument('--min-size', type=int, default=32,
                         help='smallest dynamic height/width (default 32)')
     parser.add_argument('--out-dir', default='work_dirs/onnx',
@@ -276,6 +286,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.int8 and (args.backbone_only or args.tensor_forward):
         parser.error('--int8 quantises the end-to-end file; leave out '
                      '--backbone-only/--tensor-forward')
+    if args.sasa_kernel and (args.backbone_only or args.tensor_forward):
+        parser.error('--sasa-kernel applies to the end-to-end file; leave '
+                     'out --backbone-only/--tensor-forward')
     if args.calib < 1:
         parser.error(f'--calib must be at least 1, got {args.calib}')
     return args
