@@ -180,3 +180,46 @@ def test_int8_file_quantises_weights_and_keeps_attention_fp32(tmp_path,
 
     metrics = _test(cfg, int8, osp.join(tmp, 'int8'))
     assert 'mIoU' in metrics['summary'], metrics
+
+
+SASA_SEG_CFG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                        'configs', 'quickstart',
+                        'fpn_sasa_r26_convstem_mini_ade.py')
+SASA_SEG_TINY = """
+model = dict(
+    backbone=dict(base_channels=16),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=32),
+    decode_head=dict(in_channels=[32, 32, 32, 32], channels=32))
+"""
+
+
+def test_sasa_kernel_file_evaluates_like_its_checkpoint(tmp_path, mini,
+                                                        capsys):
+    """--sasa-kernel: SASA as mmtwins' onnxruntime operator; the tools
+    register its library, and tools/test.py gives the checkpoint's mIoU."""
+    import onnx
+    tmp = str(tmp_path)
+    cfg = write_config(osp.join(tmp, 'sasa.py'), 'segmentation', mini,
+                       extra=SASA_SEG_TINY, base=SASA_SEG_CFG)
+    ckpt = osp.join(tmp, 'sasa.pth')
+    torch.save({'state_dict': build(cfg).state_dict()}, ckpt)
+    onnx_file = osp.join(tmp, 'sasa.onnx')
+    tool = load_tool('deployment/pytorch2onnx.py')
+    with pytest.raises(SystemExit) as info:
+        tool.main([cfg, ckpt, '--out', onnx_file, '--sasa-kernel'])
+    out = capsys.readouterr().out
+    assert info.value.code == 0, out
+    assert out.count(': ok') == 4, out
+    nodes = sum(n.op_type == 'SASAttention'
+                for n in onnx.load(onnx_file).graph.node)
+    assert f'SASA attention: {nodes} mmtwins.SASAttention nodes' in out, out
+    ref = _test(cfg, ckpt, osp.join(tmp, 'ckpt'))
+    got = _test(cfg, onnx_file, osp.join(tmp, 'onnx'))
+    assert got['summary'] == pytest.approx(ref['summary'], abs=1e-3)
+
+    refused = run_tool(['tools/deployment/pytorch2onnx.py', cfg,
+                        '--backbone-only', '--sasa-kernel'])
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        'pytorch2onnx.py: error: --sasa-kernel applies to the end-to-end '
+        'file; leave out --backbone-only/--tensor-forward')

@@ -39,13 +39,14 @@ def _loader(data_root: str, batch_size: int) -> str:
 
 
 def write_config(path: str, task: str, data_dir: str, extra: str = '',
-                 batch_size: int = 2) -> str:
-    """A config inheriting a quickstart config, on ``data_dir`` with tiny
-    batches, no worker processes and a few-iteration schedule."""
+                 batch_size: int = 2, base: Optional[str] = None) -> str:
+    """A config inheriting a quickstart config (the Twins one of ``task``,
+    or ``base``), on ``data_dir`` with tiny batches, no worker processes
+    and a few-iteration schedule."""
     if task == 'detection':
         root = osp.join(data_dir, 'coco') + '/'
         ann = root + 'annotations/instances_val2017.json'
-        body = f"""_base_ = {DET_CFG!r}
+        body = f"""_base_ = {base or DET_CFG!r}
 train_dataloader = {_loader(root, batch_size)}
 val_dataloader = {_loader(root, batch_size)}
 test_dataloader = val_dataloader
@@ -58,7 +59,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 """
     else:
         root = osp.join(data_dir, 'ade', 'ADEChallengeData2016')
-        body = f"""_base_ = {SEG_CFG!r}
+        body = f"""_base_ = {base or SEG_CFG!r}
 train_dataloader = {_loader(root, batch_size)}
 val_dataloader = {_loader(root, batch_size)}
 test_dataloader = val_dataloader

@@ -13,6 +13,7 @@ import onnxruntime
 import pytest
 import torch
 from graph_checks import assert_one_graph
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmtwins.models.backbones import SASAResNet
@@ -39,8 +40,12 @@ class _Detector(nn.Module):
         self.neck = SASAFPN([32, 64, 128, 256], 16, 3, start_level=1,
                             add_extra_convs='on_input', kernel_size=3,
                             num_heads=2)
-        self.head = SASARetinaHead(3, 16, stacked_convs=1, feat_channels=16,
-                                   kernel_size=3, num_heads=2)
+        # The head builds mmdet's box coder: in mmdet's scope, whatever
+        # scope an earlier test left current (a segmentation runner: mmseg).
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            self.head = SASARetinaHead(3, 16, stacked_convs=1,
+                                       feat_channels=16, kernel_size=3,
+                                       num_heads=2)
         # RetinaNet's N(0, 0.01) init makes near-constant outputs; keep
         # PyTorch's default so that the comparisons see real values.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from tools.cli.errors import ToolError
 
@@ -72,6 +72,9 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
     print(f'{type(model).__name__} end to end: exported to {path} '
           f'({mb:.1f} MiB, outputs {meta["mmtwins.outputs"]}, dynamic N, '
           f'H, W >= {max(args.min_size, 64)}, {took:.0f} s)')
+    line = _sasa_line(model, path, args.sasa_kernel)
+    if line:
+        print(line)
     session = create_session(path)
     names = [o.name for o in session.get_outputs()]
 
@@ -96,6 +99,27 @@ def export_end_to_end_cli(args, cfg, model, model_cfg) -> int:
     if args.int8:
         quantize_cli(args, cfg, model, path, size)
     return 0 if ok else 1
+
+
+def _sasa_line(model, path: str, asked: bool) -> Optional[str]:
+    """How the file holds the model's SASA attention (None: the model has
+    none and --sasa-kernel was not given)."""
+    import onnx
+
+    from mmtwins.models.layers import SASAttention
+    from mmtwins.ops import sasa_ort
+    if not any(isinstance(m, SASAttention) for m in model.modules()):
+        return ('  --sasa-kernel: the model has no SASA attention; the file '
+                'has standard operators only' if asked else None)
+    if not asked:
+        return ('  SASA attention: standard ONNX operators (any runtime); '
+                '--sasa-kernel writes it as mmtwins\' onnxruntime operator, '
+                'several times faster in onnxruntime')
+    graph = onnx.load(path, load_external_data=False).graph
+    nodes = sum(n.domain == sasa_ort.DOMAIN for n in graph.node)
+    return (f'  SASA attention: {nodes} {sasa_ort.DOMAIN}.{sasa_ort.OP_TYPE} '
+            'nodes, onnxruntime custom operator in '
+            f'{sasa_ort.library()} (mmtwins\' tools register it)')
 
 
 def quantize_cli(args, cfg, model, path: str, size: List[int]) -> None:

@@ -54,6 +54,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace mmtwins_sasa {
@@ -96,6 +97,18 @@ inline void for_vectors(int64_t begin, int64_t end, const F& f) {
   int64_t j = begin;
   for (; j + lanes <= end; j += lanes) f(j, Simd<T>{});
   for (; j < end; ++j) f(j, Scalar<T>{});
+}
+
+// Calls fixed(std::integral_constant<int, S>{}) for the window sizes S
+// with a compile-time variant (3, 5, 7), any() for the others.
+template <typename Fixed, typename Any>
+inline void by_window_size(int64_t size, const Fixed& fixed, const Any& any) {
+  switch (size) {
+    case 3: return fixed(std::integral_constant<int, 3>{});
+    case 5: return fixed(std::integral_constant<int, 5>{});
+    case 7: return fixed(std::integral_constant<int, 7>{});
+    default: return any();
+  }
 }
 
 // exp(x) for x = logit - max <= 0, or -inf (masked), which gives 0.
@@ -349,18 +362,17 @@ template <typename T, typename Init, typename Finish>
 void window_dots(const Geometry& g, const RowGroup& group,
                  const T* const* rows, const T* window, const Init& init,
                  const Finish& finish) {
-  switch (g.size) {
-    case 3:
-      return window_dots_fixed<T, 3>(g, group, rows, window, init, finish);
-    case 5:
-      return window_dots_fixed<T, 5>(g, group, rows, window, init, finish);
-    case 7:
-      return window_dots_fixed<T, 7>(g, group, rows, window, init, finish);
-    default:
-      for (int64_t m = 0; m < group.count; ++m)
-        window_dots_any<T>(g, m, rows[m], window + m * g.window_row,
-                           group.a0[m], group.a1[m], init, finish);
-  }
+  by_window_size(
+      g.size,
+      [&](auto size) {
+        window_dots_fixed<T, decltype(size)::value>(g, group, rows, window,
+                                                    init, finish);
+      },
+      [&] {
+        for (int64_t m = 0; m < group.count; ++m)
+          window_dots_any<T>(g, m, rows[m], window + m * g.window_row,
+                             group.a0[m], group.a1[m], init, finish);
+      });
 }
 
 // Weighted sums over the window, for every row m of a group, channel c
@@ -471,18 +483,18 @@ template <typename T>
 void window_sums(const Geometry& g, const RowGroup& group, const T* const* w,
                  const T* window, T* const* result,
                  const T* const* divisor) {
-  switch (g.size) {
-    case 3:
-      return window_sums_fixed<T, 3>(g, group, w, window, result, divisor);
-    case 5:
-      return window_sums_fixed<T, 5>(g, group, w, window, result, divisor);
-    case 7:
-      return window_sums_fixed<T, 7>(g, group, w, window, result, divisor);
-    default:
-      for (int64_t m = 0; m < group.count; ++m)
-        window_sums_any<T>(g, w[m], window + m * g.window_row, group.a0[m],
-                           group.a1[m], result[m], divisor[m]);
-  }
+  by_window_size(
+      g.size,
+      [&](auto size) {
+        window_sums_fixed<T, decltype(size)::value>(g, group, w, window,
+                                                    result, divisor);
+      },
+      [&] {
+        for (int64_t m = 0; m < group.count; ++m)
+          window_sums_any<T>(g, w[m], window + m * g.window_row,
+                             group.a0[m], group.a1[m], result[m],
+                             divisor[m]);
+      });
 }
 
 // The offset embeddings (k, heads, D / 2) of both axes.
@@ -517,25 +529,25 @@ void positional_row_fixed(const Geometry& g, const T* row, const T* table,
 template <typename T>
 void positional_row(const Geometry& g, const T* row, const T* table,
                     int64_t heads, int64_t h, int64_t first, T* pos) {
-  switch (g.size) {
-    case 3:
-      return positional_row_fixed<T, 3>(g, row, table, heads, h, first, pos);
-    case 5:
-      return positional_row_fixed<T, 5>(g, row, table, heads, h, first, pos);
-    case 7:
-      return positional_row_fixed<T, 7>(g, row, table, heads, h, first, pos);
-  }
-  const int64_t half = g.dim / 2;
-  for (int64_t a = 0; a < g.size; ++a) {
-    const T* weight = table + (a * heads + h) * half;
-    for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
-      using Vec = decltype(simd);
-      typename Vec::V sum = Vec::fill(0);
-      for (int64_t c = 0; c < half; ++c)
-        sum += Vec::load(row + (first + c) * g.plane + x) * weight[c];
-      Vec::store(pos + a * g.row + x, sum);
-    });
-  }
+  by_window_size(
+      g.size,
+      [&](auto size) {
+        positional_row_fixed<T, decltype(size)::value>(g, row, table, heads,
+                                                       h, first, pos);
+      },
+      [&] {
+        const int64_t half = g.dim / 2;
+        for (int64_t a = 0; a < g.size; ++a) {
+          const T* weight = table + (a * heads + h) * half;
+          for_vectors<T>(0, g.width, [&](int64_t x, auto simd) {
+            using Vec = decltype(simd);
+            typename Vec::V sum = Vec::fill(0);
+            for (int64_t c = 0; c < half; ++c)
+              sum += Vec::load(row + (first + c) * g.plane + x) * weight[c];
+            Vec::store(pos + a * g.row + x, sum);
+          });
+        }
+      });
 }
 
 // The logits of a group's rows i + m of slice n, logits[m][o * row + j],
@@ -712,12 +724,13 @@ void key_value_row_any(const Geometry& g, const T* gl, const T* p,
 template <typename T>
 void key_value_row(const Geometry& g, const T* gl, const T* p, const T* qs,
                    const T* gos, T* gk, T* gv) {
-  switch (g.size) {
-    case 3: return key_value_row_fixed<T, 3>(g, gl, p, qs, gos, gk, gv);
-    case 5: return key_value_row_fixed<T, 5>(g, gl, p, qs, gos, gk, gv);
-    case 7: return key_value_row_fixed<T, 7>(g, gl, p, qs, gos, gk, gv);
-    default: return key_value_row_any<T>(g, gl, p, qs, gos, gk, gv);
-  }
+  by_window_size(
+      g.size,
+      [&](auto size) {
+        key_value_row_fixed<T, decltype(size)::value>(g, gl, p, qs, gos, gk,
+                                                      gv);
+      },
+      [&] { key_value_row_any<T>(g, gl, p, qs, gos, gk, gv); });
 }
 
 // Gradients, all written here (the caller allocates them uninitialised);
