@@ -120,15 +120,16 @@ class SASAStem(nn.Module):
         self.norm_name, norm = build_norm_layer(norm_cfg, out_channels)
         self.add_module(self.norm_name, norm)
 
-        # Offset-table rows used by query t and key s of a block (t, s index
-        # the block's pixels row-major): row offset s // size - t // size
-        # and column offset s % size - t % size, shifted to start at 0.
+        # For query t of a block (pixels row-major) and key row (or column)
+        # j of the block: the offset-table row j - t // size + size - 1
+        # (j - t % size + size - 1).
         pos = torch.arange(block_size**2)
+        lines = torch.arange(block_size)
         self.register_buffer(
-            '_row_index', pos[None] // block_size - pos[:, None] // block_size
+            '_row_index', lines[None] - pos[:, None] // block_size
             + block_size - 1, persistent=False)
         self.register_buffer(
-            '_col_index', pos[None] % block_size - pos[:, None] % block_size
+            '_col_index', lines[None] - pos[:, None] % block_size
             + block_size - 1, persistent=False)
         self.reset_parameters()
 
@@ -152,6 +153,14 @@ class SASAStem(nn.Module):
     def attend(self, x: Tensor) -> Tensor:
         """The block attention, before the norm and the pooling.
 
+        Everything runs on blocks of the input image, ``(B * blocks,
+        size^2, in_channels)``: queries, keys and values are products of
+        the few-channel image (no full-resolution projection is
+        rearranged), and the attention's output is rearranged into an
+        image once. The positional logits are computed per query for each
+        row and each column of its block (``size`` of each, not
+        ``size^2``) and added to ``q . k`` by broadcasting.
+
         Args:
             x (Tensor): ``(B, in_channels, H, W)``.
 
@@ -160,52 +169,58 @@ class SASAStem(nn.Module):
         """
         batch, _, height, width = x.shape
         size = self.block_size
+        area = size * size
         pad_h, pad_w = -height % size, -width % size
         rows, cols = (height + pad_h) // size, (width + pad_w) // size
         heads, dim, half = self.num_heads, self.head_dim, self.head_dim // 2
 
         def blocks(t: Tensor) -> Tensor:
-            # (B, C, H, W) -> (B, rows, cols, size * size, C)
+            # (B, C, H, W) -> (B * rows * cols, size * size, C)
             t = F.pad(t, (0, pad_w, 0, pad_h))
             t = t.view(t.shape[0], t.shape[1], rows, size, cols, size)
             return t.permute(0, 2, 4, 3, 5, 1).reshape(
-                t.shape[0], rows, cols, size * size, t.shape[1])
+                t.shape[0] * rows * cols, area, t.shape[1])
 
-        def split_heads(t: Tensor) -> Tensor:
-            # (..., size^2, heads * dim) -> (..., heads, size^2, dim)
-            return t.unflatten(-1, (heads, dim)).transpose(-2, -3)
-
-        query = split_heads(blocks(self.query_conv(x) * self.scale))
-        key = split_heads(blocks(self.key_conv(x)))
-        # Spatially aware values: the value matrix of block position t is
-        # sum_m p(t, m) W_V^m, so no per-mixture value map is formed.
-        mixtures = self.value_conv.weight.view(self.num_mixtures,
-                                               heads * dim, -1)
-        weights = self.mixture_weights().reshape(size * size, -1)
-        value_weight = torch.einsum('tm,moi->tio', weights, mixtures)
-        value = split_heads(
-            torch.einsum('...ti,tio->...to', blocks(x), value_weight))
-
-        # Positional logits per query and offset, spread over the block.
-        pos_row = torch.einsum('...hqe,khe->...hqk', query[..., :half],
-                               self.rel_h.view(-1, heads, half))
-        pos_col = torch.einsum('...hqe,khe->...hqk', query[..., half:],
-                               self.rel_w.view(-1, heads, half))
-        queries = torch.arange(size * size, device=x.device)[:, None]
-        logits = (query @ key.transpose(-1, -2) +
-                  pos_row[..., queries, self._row_index] +
-                  pos_col[..., queries, self._col_index])
+        pixels = blocks(x)  # (N, size^2, in_channels)
+        weight = torch.cat((self.query_conv.weight * self.scale,
+                            self.key_conv.weight)).flatten(1)
+        count = batch * rows * cols
+        query, key = (pixels @ weight.t()).view(
+            count, area, 2, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # Positional logits of every query for each row and each column of
+        # its block: (N, heads, size^2, size) each.
+        rel_h = self.rel_h.view(-1, heads, half).transpose(0, 1)
+        rel_w = self.rel_w.view(-1, heads, half).transpose(0, 1)
+        queries = torch.arange(area, device=x.device)[:, None]
+        pos_row = (query[..., :half] @ rel_h.transpose(1, 2))[
+            ..., queries, self._row_index]
+        pos_col = (query[..., half:] @ rel_w.transpose(1, 2))[
+            ..., queries, self._col_index]
+        # q . k, plus the positional logit of the key's row and column.
+        logits = (query @ key.transpose(-1, -2)).view(
+            *query.shape[:3], size, size)
+        logits = (logits + pos_row[..., :, None] +
+                  pos_col[..., None, :]).flatten(-2)
         # Padded pixels are masked out as keys. Applied whether or not
         # there is padding, so that no branch depends on the image size
         # (torch.export keeps height and width symbolic).
-        inside = blocks(x.new_ones(1, 1, height, width))[..., 0] > 0
-        logits = logits.masked_fill(~inside[:, :, :, None, None, :],
-                                    float('-inf'))
-        out = logits.softmax(-1) @ value  # (B, rows, cols, heads, s^2, dim)
-        out = out.transpose(-2, -3).reshape(batch, rows, cols, size, size,
-                                            heads * dim)
-        out = out.permute(0, 5, 1, 3, 2, 4).reshape(batch, heads * dim,
-                                                    rows * size, cols * size)
+        inside = blocks(x.new_ones(1, 1, height, width)) > 0
+        logits = logits.view(batch, rows * cols, heads, area,
+                             area).masked_fill(
+                                 ~inside.view(1, rows * cols, 1, 1, area),
+                                 float('-inf'))
+        # Spatially aware values: block position t's value matrix is
+        # sum_m p(t, m) W_V^m, so no per-mixture value map is formed.
+        mixtures = self.value_conv.weight.view(self.num_mixtures,
+                                               heads * dim, -1)
+        weights = self.mixture_weights().reshape(area, -1)
+        value_weight = torch.einsum('tm,moi->tio', weights, mixtures)
+        value = torch.bmm(pixels.transpose(0, 1), value_weight).view(
+            area, count, heads, dim).permute(1, 2, 0, 3)
+        out = logits.softmax(-1).flatten(0, 1) @ value  # (N, h, s^2, d)
+        out = out.view(batch, rows, cols, heads, size, size, dim)
+        out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(
+            batch, heads * dim, rows * size, cols * size)
         return out[:, :, :height, :width]
 
     def forward(self, x: Tensor) -> Tensor:
