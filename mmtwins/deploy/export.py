@@ -69,6 +69,13 @@ def deploy_module(model: nn.Module) -> Tuple[str, nn.Module]:
                            'Mask R-CNN, encoder-decoder segmentors)')
 
 
+def has_sasa_attention(model: nn.Module) -> bool:
+    """Whether ``model`` has SASA attention layers, which ``sasa_kernel``
+    of :func:`export_end_to_end` concerns."""
+    from mmtwins.models.layers import SASAttention
+    return any(isinstance(m, SASAttention) for m in model.modules())
+
+
 def export_end_to_end(model: nn.Module, path: str,
                       size: Tuple[int, int], *, config: str,
                       model_cfg: Any, classes: Sequence[str],

@@ -59,6 +59,24 @@ def extensions_root() -> str:
     return osp.join(get_default_build_root(), f'{python}_cpu')
 
 
+def cpu_tag() -> str:
+    """A short hash of this CPU's model name and instruction-set flags: it
+    names builds made with ``-march=native``, so that machines with
+    different CPUs sharing one cache folder each get their own build."""
+    fields = []
+    try:
+        with open('/proc/cpuinfo') as info:
+            for line in info:
+                if line.startswith(('model name', 'flags')):
+                    fields.append(line.strip())
+                if len(fields) == 2:
+                    break
+    except OSError:
+        import platform
+        fields.append(platform.processor() or platform.machine())
+    return hashlib.sha1('\n'.join(fields).encode()).hexdigest()[:10]
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as file:

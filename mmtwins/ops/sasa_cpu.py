@@ -24,7 +24,6 @@ error; ``MMTWINS_DEBUG=1`` raises the build error with the whole output
 instead); set ``MMTWINS_SASA_CPU_KERNEL=0`` to choose the fallback without
 trying.
 """
-import hashlib
 import os
 import os.path as osp
 import threading
@@ -34,7 +33,7 @@ from typing import Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from .kernel_cache import KernelCacheError, load_extension
+from .kernel_cache import KernelCacheError, cpu_tag, load_extension
 
 _CSRC = osp.join(osp.dirname(__file__), 'csrc')
 _SOURCE = osp.join(_CSRC, 'sasa_cpu.cpp')
@@ -44,25 +43,9 @@ _module: Optional[ModuleType] = None
 _failure: Optional[str] = None
 
 
-def _cpu_tag() -> str:
-    """A short hash of this CPU's model name and instruction-set flags."""
-    fields = []
-    try:
-        with open('/proc/cpuinfo') as info:
-            for line in info:
-                if line.startswith(('model name', 'flags')):
-                    fields.append(line.strip())
-                if len(fields) == 2:
-                    break
-    except OSError:
-        import platform
-        fields.append(platform.processor() or platform.machine())
-    return hashlib.sha1('\n'.join(fields).encode()).hexdigest()[:10]
-
-
 def _build() -> ModuleType:
     """The kernel from the verified cache, built there if needed."""
-    name = f'mmtwins_sasa_cpu_{_cpu_tag()}'
+    name = f'mmtwins_sasa_cpu_{cpu_tag()}'
     flags = ['-O3', '-march=native', '-fopenmp', '-fno-math-errno']
     return load_extension(name, [_SOURCE], 'the SASA CPU kernel',
                           extra_cflags=flags, extra_ldflags=['-fopenmp'],

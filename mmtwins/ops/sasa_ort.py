@@ -33,8 +33,7 @@ import os.path as osp
 import threading
 from typing import Optional
 
-from .kernel_cache import KernelCacheError, build_library
-from .sasa_cpu import _cpu_tag
+from .kernel_cache import KernelCacheError, build_library, cpu_tag
 
 #: ONNX domain and operator type of the custom operator.
 DOMAIN = 'mmtwins'
@@ -62,7 +61,7 @@ def library() -> str:
                 flags = ['-O3', '-march=native', '-std=c++17',
                          '-fno-math-errno', '-fvisibility=hidden']
                 _path = build_library(
-                    f'mmtwins_sasa_ort_{_cpu_tag()}', [_SOURCE],
+                    f'mmtwins_sasa_ort_{cpu_tag()}', [_SOURCE],
                     'the onnxruntime SASA operator', flags=flags,
                     headers=_HEADERS,
                     debug=os.environ.get('MMTWINS_DEBUG') == '1')

@@ -162,6 +162,7 @@ def main(argv=None) -> None:
 
         import mmtwins.deploy  # noqa: F401
         from mmtwins.deploy import export_end_to_end
+        from mmtwins.deploy.export import has_sasa_attention
         from mmtwins.deploy.preprocess import pad_batch, preprocess_params
         from mmtwins.deploy.quantize import (
             calibration_batches,
@@ -188,8 +189,7 @@ def main(argv=None) -> None:
         # SASA models: the onnxruntime files hold SASA's fused kernel as
         # mmtwins' onnxruntime operator; the file of standard operators
         # (what --sasa-kernel is not given for) is timed beside them.
-        from mmtwins.models.layers import SASAttention
-        has_sasa = any(isinstance(m, SASAttention) for m in model.modules())
+        has_sasa = has_sasa_attention(model)
         files = {'onnxruntime fp32': fp32}
         if has_sasa:
             files[STANDARD] = osp.join(work, f'{stem}_standard_ops.onnx')

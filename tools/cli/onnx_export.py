@@ -106,9 +106,9 @@ def _sasa_line(model, path: str, asked: bool) -> Optional[str]:
     none and --sasa-kernel was not given)."""
     import onnx
 
-    from mmtwins.models.layers import SASAttention
+    from mmtwins.deploy.export import has_sasa_attention
     from mmtwins.ops import sasa_ort
-    if not any(isinstance(m, SASAttention) for m in model.modules()):
+    if not has_sasa_attention(model):
         return ('  --sasa-kernel: the model has no SASA attention; the file '
                 'has standard operators only' if asked else None)
     if not asked:
